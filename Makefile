@@ -1,0 +1,33 @@
+# The two commands of README.md:
+#   make demo   install what is missing, then run the main job
+#   make test   install what is missing, then run the whole suite
+# Both are idempotent: a second run installs nothing.
+
+PY := .venv/bin/python
+export TORPOR_TOOLS ?= /opt/torpor
+
+.PHONY: demo test setup setup-test criu minio proto check-proto clean
+
+demo: setup
+	$(PY) -m torpor.cli doctor
+
+test: setup-test
+	scripts/run-tests.sh
+
+setup:
+	scripts/setup.sh base criu venv
+
+setup-test:
+	scripts/setup.sh base criu minio venv
+
+criu:
+	scripts/setup.sh criu
+
+minio:
+	scripts/setup.sh minio
+
+proto: setup
+	$(PY) scripts/gen_protos.py
+
+clean:
+	rm -rf .venv build src/*.egg-info .pytest_cache

@@ -1,0 +1,92 @@
+"""One root for every error torpor raises, with a code that maps to gRPC status."""
+
+from __future__ import annotations
+
+import enum
+
+import grpc
+
+
+class ErrorCode(enum.Enum):
+    """What kind of failure an error is; each maps to one gRPC status code."""
+
+    INVALID_ARGUMENT = "invalid_argument"
+    NOT_FOUND = "not_found"
+    ALREADY_EXISTS = "already_exists"
+    FAILED_PRECONDITION = "failed_precondition"
+    UNAUTHENTICATED = "unauthenticated"
+    PERMISSION_DENIED = "permission_denied"
+    UNAVAILABLE = "unavailable"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    RESOURCE_EXHAUSTED = "resource_exhausted"
+    ABORTED = "aborted"
+    INTERNAL = "internal"
+
+    @property
+    def grpc_status(self) -> grpc.StatusCode:
+        return getattr(grpc.StatusCode, self.name)
+
+    @classmethod
+    def from_grpc(cls, status: grpc.StatusCode) -> "ErrorCode":
+        return cls.__members__.get(status.name, cls.INTERNAL)
+
+
+class TorporError(Exception):
+    """Root of every torpor error. ``code`` says what kind of failure it is."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(TorporError):
+    """A setting or an argument is wrong; the message says which and how to fix it."""
+
+    code = ErrorCode.INVALID_ARGUMENT
+
+
+class StoreError(TorporError):
+    """The snapshot/bundle store failed (S3 or the local directory)."""
+
+    code = ErrorCode.UNAVAILABLE
+
+
+class NotFoundError(TorporError):
+    code = ErrorCode.NOT_FOUND
+
+
+class IntegrityError(TorporError):
+    """Stored data does not match its recorded size or sha256: it is never used."""
+
+    code = ErrorCode.FAILED_PRECONDITION
+
+
+class ContainerError(TorporError):
+    """runc refused or failed an operation."""
+
+    code = ErrorCode.INTERNAL
+
+
+class CriuError(ContainerError):
+    """CRIU failed. ``log_excerpt`` quotes the Error lines of its log; ``log_path`` keeps all of it."""
+
+    def __init__(self, message: str, *, log_path: str | None = None, log_excerpt: str = "") -> None:
+        full = message
+        if log_excerpt:
+            full += "\n" + log_excerpt
+        if log_path:
+            full += f"\n(full CRIU log: {log_path})"
+        super().__init__(full)
+        self.log_path = log_path
+        self.log_excerpt = log_excerpt
+
+
+class RPCError(TorporError):
+    """A call to the coordinator failed; ``code`` is the gRPC status mapped to ErrorCode."""

@@ -1,0 +1,313 @@
+from torpor._proto.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class AgentMessage(_message.Message):
+    __slots__ = ("register", "heartbeat", "run_started", "run_exited", "checkpoint_recorded", "log", "wait_requested", "child_trigger", "metadata", "command_failed")
+    REGISTER_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    RUN_STARTED_FIELD_NUMBER: _ClassVar[int]
+    RUN_EXITED_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_RECORDED_FIELD_NUMBER: _ClassVar[int]
+    LOG_FIELD_NUMBER: _ClassVar[int]
+    WAIT_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    CHILD_TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FAILED_FIELD_NUMBER: _ClassVar[int]
+    register: Register
+    heartbeat: Heartbeat
+    run_started: RunStarted
+    run_exited: RunExited
+    checkpoint_recorded: CheckpointRecorded
+    log: LogData
+    wait_requested: WaitRequested
+    child_trigger: ChildTrigger
+    metadata: MetadataUpdate
+    command_failed: CommandFailed
+    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., run_started: _Optional[_Union[RunStarted, _Mapping]] = ..., run_exited: _Optional[_Union[RunExited, _Mapping]] = ..., checkpoint_recorded: _Optional[_Union[CheckpointRecorded, _Mapping]] = ..., log: _Optional[_Union[LogData, _Mapping]] = ..., wait_requested: _Optional[_Union[WaitRequested, _Mapping]] = ..., child_trigger: _Optional[_Union[ChildTrigger, _Mapping]] = ..., metadata: _Optional[_Union[MetadataUpdate, _Mapping]] = ..., command_failed: _Optional[_Union[CommandFailed, _Mapping]] = ...) -> None: ...
+
+class Register(_message.Message):
+    __slots__ = ("name", "facts", "slots", "labels", "holding")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FACTS_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    HOLDING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    facts: _common_pb2.HostFacts
+    slots: int
+    labels: _containers.ScalarMap[str, str]
+    holding: _containers.RepeatedCompositeFieldContainer[RunRef]
+    def __init__(self, name: _Optional[str] = ..., facts: _Optional[_Union[_common_pb2.HostFacts, _Mapping]] = ..., slots: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., holding: _Optional[_Iterable[_Union[RunRef, _Mapping]]] = ...) -> None: ...
+
+class RunRef(_message.Message):
+    __slots__ = ("run_id", "generation")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    generation: int
+    def __init__(self, run_id: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ("slots_used", "facts", "holding")
+    SLOTS_USED_FIELD_NUMBER: _ClassVar[int]
+    FACTS_FIELD_NUMBER: _ClassVar[int]
+    HOLDING_FIELD_NUMBER: _ClassVar[int]
+    slots_used: int
+    facts: _common_pb2.HostFacts
+    holding: _containers.RepeatedCompositeFieldContainer[RunRef]
+    def __init__(self, slots_used: _Optional[int] = ..., facts: _Optional[_Union[_common_pb2.HostFacts, _Mapping]] = ..., holding: _Optional[_Iterable[_Union[RunRef, _Mapping]]] = ...) -> None: ...
+
+class RunStarted(_message.Message):
+    __slots__ = ("run", "restored", "checkpoint_id", "restore_ms")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    RESTORED_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_MS_FIELD_NUMBER: _ClassVar[int]
+    run: RunRef
+    restored: bool
+    checkpoint_id: str
+    restore_ms: int
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., restored: _Optional[bool] = ..., checkpoint_id: _Optional[str] = ..., restore_ms: _Optional[int] = ...) -> None: ...
+
+class RunExited(_message.Message):
+    __slots__ = ("run", "exit_code", "has_result", "output_json", "error", "traceback", "reason")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    HAS_RESULT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    run: RunRef
+    exit_code: int
+    has_result: bool
+    output_json: str
+    error: str
+    traceback: str
+    reason: str
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., exit_code: _Optional[int] = ..., has_result: _Optional[bool] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CheckpointRecorded(_message.Message):
+    __slots__ = ("run", "checkpoint", "request_id")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    run: RunRef
+    checkpoint: _common_pb2.Checkpoint
+    request_id: str
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., checkpoint: _Optional[_Union[_common_pb2.Checkpoint, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class LogData(_message.Message):
+    __slots__ = ("run", "stream", "data", "attempt")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    run: RunRef
+    stream: str
+    data: bytes
+    attempt: int
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., stream: _Optional[str] = ..., data: _Optional[bytes] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class WaitRequested(_message.Message):
+    __slots__ = ("run", "wait_id", "until_unix", "token", "children")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    WAIT_ID_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_UNIX_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    run: RunRef
+    wait_id: str
+    until_unix: float
+    token: TokenWait
+    children: ChildrenWait
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., wait_id: _Optional[str] = ..., until_unix: _Optional[float] = ..., token: _Optional[_Union[TokenWait, _Mapping]] = ..., children: _Optional[_Union[ChildrenWait, _Mapping]] = ...) -> None: ...
+
+class TokenWait(_message.Message):
+    __slots__ = ("token_id", "timeout_unix")
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    token_id: str
+    timeout_unix: float
+    def __init__(self, token_id: _Optional[str] = ..., timeout_unix: _Optional[float] = ...) -> None: ...
+
+class ChildrenWait(_message.Message):
+    __slots__ = ("run_ids",)
+    RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    run_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, run_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ChildTrigger(_message.Message):
+    __slots__ = ("run", "request_id", "items")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    run: RunRef
+    request_id: str
+    items: _containers.RepeatedCompositeFieldContainer[TriggerItem]
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., request_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[TriggerItem, _Mapping]]] = ...) -> None: ...
+
+class TriggerItem(_message.Message):
+    __slots__ = ("task", "payload_json", "idempotency_key", "tags", "queue", "concurrency_key")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    payload_json: str
+    idempotency_key: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    queue: str
+    concurrency_key: str
+    def __init__(self, task: _Optional[str] = ..., payload_json: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., queue: _Optional[str] = ..., concurrency_key: _Optional[str] = ...) -> None: ...
+
+class MetadataUpdate(_message.Message):
+    __slots__ = ("run", "metadata_json")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    run: RunRef
+    metadata_json: str
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., metadata_json: _Optional[str] = ...) -> None: ...
+
+class CommandFailed(_message.Message):
+    __slots__ = ("run", "command", "error", "request_id")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    run: RunRef
+    command: str
+    error: str
+    request_id: str
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., command: _Optional[str] = ..., error: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class CoordinatorMessage(_message.Message):
+    __slots__ = ("registered", "start", "restore", "checkpoint", "kill", "wait_resolved", "child_triggered", "suspend")
+    REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    KILL_FIELD_NUMBER: _ClassVar[int]
+    WAIT_RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    CHILD_TRIGGERED_FIELD_NUMBER: _ClassVar[int]
+    SUSPEND_FIELD_NUMBER: _ClassVar[int]
+    registered: Registered
+    start: StartRun
+    restore: RestoreRun
+    checkpoint: CheckpointCommand
+    kill: KillRun
+    wait_resolved: WaitResolved
+    child_triggered: ChildTriggered
+    suspend: SuspendRun
+    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., start: _Optional[_Union[StartRun, _Mapping]] = ..., restore: _Optional[_Union[RestoreRun, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointCommand, _Mapping]] = ..., kill: _Optional[_Union[KillRun, _Mapping]] = ..., wait_resolved: _Optional[_Union[WaitResolved, _Mapping]] = ..., child_triggered: _Optional[_Union[ChildTriggered, _Mapping]] = ..., suspend: _Optional[_Union[SuspendRun, _Mapping]] = ...) -> None: ...
+
+class Registered(_message.Message):
+    __slots__ = ("lease_seconds", "heartbeat_seconds")
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    lease_seconds: float
+    heartbeat_seconds: float
+    def __init__(self, lease_seconds: _Optional[float] = ..., heartbeat_seconds: _Optional[float] = ...) -> None: ...
+
+class RunSpec(_message.Message):
+    __slots__ = ("run", "task", "version", "bundle_location", "payload_json", "attempt", "settings", "started_at_unix")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_LOCATION_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    run: RunRef
+    task: str
+    version: str
+    bundle_location: str
+    payload_json: str
+    attempt: int
+    settings: _common_pb2.TaskSettings
+    started_at_unix: float
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., task: _Optional[str] = ..., version: _Optional[str] = ..., bundle_location: _Optional[str] = ..., payload_json: _Optional[str] = ..., attempt: _Optional[int] = ..., settings: _Optional[_Union[_common_pb2.TaskSettings, _Mapping]] = ..., started_at_unix: _Optional[float] = ...) -> None: ...
+
+class StartRun(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: RunSpec
+    def __init__(self, spec: _Optional[_Union[RunSpec, _Mapping]] = ...) -> None: ...
+
+class RestoreRun(_message.Message):
+    __slots__ = ("spec", "checkpoint_location", "checkpoint_id", "wake")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_LOCATION_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    WAKE_FIELD_NUMBER: _ClassVar[int]
+    spec: RunSpec
+    checkpoint_location: str
+    checkpoint_id: str
+    wake: WaitResolved
+    def __init__(self, spec: _Optional[_Union[RunSpec, _Mapping]] = ..., checkpoint_location: _Optional[str] = ..., checkpoint_id: _Optional[str] = ..., wake: _Optional[_Union[WaitResolved, _Mapping]] = ...) -> None: ...
+
+class CheckpointCommand(_message.Message):
+    __slots__ = ("run", "kind", "request_id")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    run: RunRef
+    kind: _common_pb2.CheckpointKind
+    request_id: str
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., kind: _Optional[_Union[_common_pb2.CheckpointKind, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class WaitResolved(_message.Message):
+    __slots__ = ("run", "wait_id", "result_json", "timed_out")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    WAIT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
+    run: RunRef
+    wait_id: str
+    result_json: str
+    timed_out: bool
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., wait_id: _Optional[str] = ..., result_json: _Optional[str] = ..., timed_out: _Optional[bool] = ...) -> None: ...
+
+class SuspendRun(_message.Message):
+    __slots__ = ("run", "wait_id")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    WAIT_ID_FIELD_NUMBER: _ClassVar[int]
+    run: RunRef
+    wait_id: str
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., wait_id: _Optional[str] = ...) -> None: ...
+
+class KillRun(_message.Message):
+    __slots__ = ("run", "reason")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    run: RunRef
+    reason: str
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ChildTriggered(_message.Message):
+    __slots__ = ("run", "request_id", "run_ids", "error")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    run: RunRef
+    request_id: str
+    run_ids: _containers.RepeatedScalarFieldContainer[str]
+    error: str
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., request_id: _Optional[str] = ..., run_ids: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,22 @@
+"""The ``torpor`` command line. The only layer that reads environment variables."""
+
+from __future__ import annotations
+
+import sys
+
+from torpor.cli._group import cli
+
+# Each module attaches its commands to ``cli`` when imported.
+from torpor.cli import _doctor  # noqa: E402,F401
+from torpor.cli import _api  # noqa: E402,F401  (trigger, runs, tokens, agents)
+from torpor.cli import _server  # noqa: E402,F401  (coordinator, migrate)
+
+
+def main() -> None:
+    cli(prog_name="torpor")
+
+
+__all__ = ["cli", "main"]
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Server verbs: coordinator, migrate (issue 4 fills these in)."""
