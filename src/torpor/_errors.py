@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
 
-import grpc
+if TYPE_CHECKING:  # grpc is not imported at run time: this module also runs inside containers
+    import grpc
 
 
 class ErrorCode(enum.Enum):
@@ -23,11 +25,13 @@ class ErrorCode(enum.Enum):
     INTERNAL = "internal"
 
     @property
-    def grpc_status(self) -> grpc.StatusCode:
+    def grpc_status(self) -> "grpc.StatusCode":
+        import grpc
+
         return getattr(grpc.StatusCode, self.name)
 
     @classmethod
-    def from_grpc(cls, status: grpc.StatusCode) -> "ErrorCode":
+    def from_grpc(cls, status: "grpc.StatusCode") -> "ErrorCode":
         return cls.__members__.get(status.name, cls.INTERNAL)
 
 

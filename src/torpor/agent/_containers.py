@@ -1,0 +1,289 @@
+"""Containers of one agent: start, checkpoint to the store, restore from it, kill.
+
+This is the library layer under the agent daemon: it knows nothing of the
+coordinator. One container per run; each start or restore gets a fresh
+container id and bundle directory, so a run restored on the same host never
+collides with its past self.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from torpor._errors import ContainerError
+from torpor.agent._criu import CriuInfo
+from torpor.agent._oci import HOST_ID_BASE, ContainerSpec, Limits, write_bundle
+from torpor.agent._runc import Runc, remove_runc_log, runc_log_path, wait_started
+from torpor.agent._runtime_dir import prepare_runtime_dir
+from torpor.agent._snapshot import Manifest, download_image, read_manifest, upload_image
+from torpor.store import Progress, Store
+
+log = logging.getLogger(__name__)
+
+LogSink = Callable[[str, str, bytes], None]
+"""Called with (run_id, "stdout"|"stderr", data) for every chunk a container writes."""
+
+# CRIU options for every checkpoint and restore, through runc's org.criu.config
+# annotation. tcp-close: established TCP connections come back closed (the
+# peer is gone anyway); listening sockets are restored listening.
+CRIU_OPTIONS = ["tcp-close"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentConfig:
+    state_dir: Path
+    """Where bundles, logs, images and runc state live (kept 0711: task users must traverse it)."""
+    python: str = "/usr/bin/python3"
+    """Interpreter inside containers; it must be under /usr (bound read-only from the host)."""
+    image_dir: Path | None = None
+    """Scratch space for CRIU images (a tmpfs makes dumps faster); default state_dir/images."""
+    start_timeout: float = 30.0
+    """Seconds a start or restore may take before it is declared failed."""
+    extra_ro_binds: tuple[str, ...] = ()
+    """More host paths bound read-only at the same path (they must be world-traversable)."""
+
+
+@dataclass(kw_only=True)
+class Container:
+    id: str
+    run_id: str
+    bundle: Path
+    socket_dir: Path
+    proc: subprocess.Popen[bytes]
+    pid: int
+    restored_from: str | None = None
+    _pumps: list[threading.Thread] = field(default_factory=list)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the container to end; its exit status (128+N when killed by signal N)."""
+        code = self.proc.wait(timeout)
+        for t in self._pumps:
+            t.join(timeout=5)
+        return code
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+
+class ContainerManager:
+    def __init__(self, config: AgentConfig, *, runc: Runc, store: Store, log_sink: LogSink | None = None) -> None:
+        self.config = config
+        self.runc = runc
+        self.store = store
+        self.log_sink = log_sink
+        self.state = config.state_dir
+        for sub in ("containers", "logs", "runtime", "bundles", "sockets", "criu"):
+            (self.state / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state, 0o711)
+        for sub in ("containers", "sockets"):
+            os.chmod(self.state / sub, 0o711)
+        self.images = config.image_dir or (self.state / "images")
+        self.images.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.images, 0o711)
+        self.runtime_dir = prepare_runtime_dir(self.state / "runtime")
+        self.criu_config = self.state / "criu" / "torpor.conf"
+        self.criu_config.write_text("".join(f"{opt}\n" for opt in CRIU_OPTIONS))
+
+    @property
+    def criu(self) -> CriuInfo:
+        return self.runc.criu
+
+    # -- paths ---------------------------------------------------------------
+
+    def run_log(self, run_id: str, stream: str) -> Path:
+        d = self.state / "logs" / run_id
+        d.mkdir(parents=True, exist_ok=True)
+        return d / f"{stream}.log"
+
+    def _new_id(self, run_id: str) -> str:
+        return f"{run_id}.{uuid.uuid4().hex[:8]}"
+
+    def _spec(self, run_id: str, container_id: str, args: list[str], app_dir: Path | None,
+              env: dict[str, str] | None, limits: Limits) -> ContainerSpec:
+        socket_dir = self.state / "sockets" / container_id
+        socket_dir.mkdir(parents=True, exist_ok=True)
+        # The task's user (HOST_ID_BASE + uid inside) connects to the socket.
+        os.chown(socket_dir, HOST_ID_BASE + 1000, HOST_ID_BASE + 1000)
+        os.chmod(socket_dir, 0o770)
+        return ContainerSpec(
+            args=args,
+            socket_dir=socket_dir,
+            app_dir=app_dir,
+            runtime_dir=self.runtime_dir,
+            env={"TORPOR_RUN_ID": run_id, **(env or {})},
+            ro_binds=self.config.extra_ro_binds,
+            limits=limits,
+        )
+
+    # -- log pipes -------------------------------------------------------------
+
+    def _pipes(self, run_id: str) -> tuple[list[int], list[threading.Thread]]:
+        write_ends = []
+        pumps = []
+        for stream in ("stdout", "stderr"):
+            r, w = os.pipe()
+            write_ends.append(w)
+            t = threading.Thread(target=self._pump, args=(r, run_id, stream), daemon=True, name=f"log-{stream}-{run_id}")
+            pumps.append(t)
+        return write_ends, pumps
+
+    def _pump(self, fd: int, run_id: str, stream: str) -> None:
+        with open(self.run_log(run_id, stream), "ab", buffering=0) as out:
+            while True:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                out.write(data)
+                if self.log_sink is not None:
+                    try:
+                        self.log_sink(run_id, stream, data)
+                    except Exception:  # a failing sink must not stop the copy to disk
+                        log.exception("log sink failed")
+        os.close(fd)
+
+    def _launch(self, run_id: str, container_id: str, bundle: Path, spawn: Callable[[int, int, Path], subprocess.Popen[bytes]],
+                what: str, criu_log: Path | None, restored_from: str | None, socket_dir: Path) -> Container:
+        (w_out, w_err), pumps = self._pipes(run_id)
+        pid_file = bundle / "container.pid"
+        try:
+            proc = spawn(w_out, w_err, pid_file)
+        finally:
+            # Our copies of the write ends must close, or the pumps never see EOF.
+            os.close(w_out)
+            os.close(w_err)
+        for t in pumps:
+            t.start()
+        try:
+            pid = wait_started(proc, pid_file, timeout=self.config.start_timeout, what=what, log_path=criu_log,
+                               runc_log=runc_log_path(self.runc.root, container_id))
+        except BaseException:
+            self._cleanup(container_id, bundle, socket_dir)
+            raise
+        return Container(id=container_id, run_id=run_id, bundle=bundle, socket_dir=socket_dir, proc=proc, pid=pid,
+                         restored_from=restored_from, _pumps=pumps)
+
+    # -- operations ------------------------------------------------------------
+
+    def start(self, *, run_id: str, args: list[str], app_dir: Path | None = None, env: dict[str, str] | None = None,
+              limits: Limits = Limits()) -> Container:
+        container_id = self._new_id(run_id)
+        spec = self._spec(run_id, container_id, args, app_dir, env, limits)
+        bundle = write_bundle(self.state / "containers" / container_id, spec, criu_config=self.criu_config)
+        log.info("starting container %s", container_id, extra={"run_id": run_id})
+        return self._launch(
+            run_id, container_id, bundle,
+            lambda o, e, pf: self.runc.spawn_run(container_id, bundle, stdout=o, stderr=e, pid_file=pf),
+            f"start of run {run_id}", None, None, spec.socket_dir,
+        )
+
+    def checkpoint(self, container: Container, *, checkpoint_id: str | None = None, kind: str = "suspend",
+                   leave_running: bool = False, deployment_version: str = "", parent: str | None = None,
+                   progress: Progress | None = None) -> Manifest:
+        """Dump ``container`` and make the snapshot durable in the store.
+
+        Stop mode (``leave_running=False``) ends the container; it is deleted
+        and its bundle removed once the snapshot is durable. On failure the
+        CRIU log is uploaded beside where the snapshot would have been.
+        """
+        checkpoint_id = checkpoint_id or uuid.uuid4().hex
+        image_dir = self.images / f"{container.id}-{checkpoint_id}"
+        work_dir = image_dir.with_name(image_dir.name + ".work")
+        t0 = time.monotonic()
+        try:
+            try:
+                self.runc.checkpoint(container.id, image_dir=image_dir, work_dir=work_dir, leave_running=leave_running)
+            except ContainerError:
+                self._keep_failed_log(container.run_id, checkpoint_id, work_dir / "dump.log")
+                raise
+            dump_ms = int((time.monotonic() - t0) * 1000)
+            manifest = upload_image(
+                self.store, image_dir, run_id=container.run_id, checkpoint_id=checkpoint_id, kind=kind,
+                criu_version=self.criu.version, deployment_version=deployment_version, parent=parent,
+                dump_log=work_dir / "dump.log", timings_ms={"dump": dump_ms}, progress=progress,
+            )
+        finally:
+            shutil.rmtree(image_dir, ignore_errors=True)
+            shutil.rmtree(work_dir, ignore_errors=True)
+        if not leave_running:
+            try:
+                container.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                log.warning("runc of %s still running after its checkpoint; killing it", container.id)
+                container.proc.kill()
+            self._cleanup(container.id, container.bundle, container.socket_dir)
+        return manifest
+
+    def _keep_failed_log(self, run_id: str, checkpoint_id: str, dump_log: Path) -> None:
+        if not dump_log.exists():
+            return
+        keep = self.state / "logs" / run_id / f"criu-dump-{checkpoint_id}.log"
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(dump_log, keep)
+        try:
+            self.store.put_bytes(f"runs/{run_id}/checkpoints/{checkpoint_id}/dump.failed.log", dump_log.read_bytes())
+        except Exception:  # the local copy is kept either way
+            log.warning("could not upload the failed CRIU log of %s", checkpoint_id, exc_info=True)
+
+    def restore(self, manifest: Manifest | str, *, app_dir: Path | None = None, limits: Limits = Limits(),
+                progress: Progress | None = None) -> Container:
+        """Download, verify and restore a checkpoint under a new container id and bundle."""
+        if isinstance(manifest, str):
+            manifest = read_manifest(self.store, manifest)
+        run_id = manifest.run_id
+        container_id = self._new_id(run_id)
+        image_dir = self.images / f"{container_id}-restore"
+        work_dir = self.state / "criu" / f"{container_id}.work"
+        download_image(self.store, manifest, image_dir, progress=progress)
+        try:
+            # CRIU opens some images from inside the new user namespace before
+            # its id maps exist, so they must be readable by "others"; the
+            # 0711 parent keeps their names unlistable, and they are removed
+            # as soon as the restore is done.
+            os.chmod(image_dir, 0o755)
+            spec = self._spec(run_id, container_id, ["/bin/false"], app_dir, None, limits)
+            bundle = write_bundle(self.state / "containers" / container_id, spec, criu_config=self.criu_config)
+            work_dir.mkdir(parents=True, exist_ok=True)
+            log.info("restoring %s as container %s", manifest.checkpoint_id, container_id, extra={"run_id": run_id})
+            return self._launch(
+                run_id, container_id, bundle,
+                lambda o, e, pf: self.runc.spawn_restore(container_id, bundle, image_dir=image_dir, work_dir=work_dir,
+                                                         stdout=o, stderr=e, pid_file=pf),
+                f"restore of checkpoint {manifest.checkpoint_id} (run {run_id})", work_dir / "restore.log",
+                manifest.checkpoint_id, spec.socket_dir,
+            )
+        finally:
+            shutil.rmtree(image_dir, ignore_errors=True)
+
+    def kill(self, container: Container) -> int:
+        """Kill and delete ``container``; returns its exit status."""
+        self.runc.kill(container.id, "KILL")
+        try:
+            code = container.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            container.proc.kill()
+            code = container.wait(timeout=10)
+        self._cleanup(container.id, container.bundle, container.socket_dir)
+        return code
+
+    def _cleanup(self, container_id: str, bundle: Path, socket_dir: Path) -> None:
+        try:
+            self.runc.delete(container_id)
+        except ContainerError:
+            log.warning("runc delete of %s failed", container_id, exc_info=True)
+        remove_runc_log(self.runc.root, container_id)
+        shutil.rmtree(bundle, ignore_errors=True)
+        shutil.rmtree(socket_dir, ignore_errors=True)
+        shutil.rmtree(self.state / "criu" / f"{container_id}.work", ignore_errors=True)

@@ -1,0 +1,55 @@
+"""Helpers every test may import: ``from helpers import need, free_port, assert_eventually``.
+
+Real parts only: tests that need root, runc, CRIU, Postgres or MinIO skip with
+the reason when the part is missing on a laptop, and FAIL under CI (CI=true),
+so a green CI never means "everything was skipped".
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Callable, TypeVar
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+T = TypeVar("T")
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip (laptop) or fail (CI) when a real part the test needs is missing."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"required under CI but missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def need_root() -> None:
+    need(os.geteuid() == 0, "needs root (runc and CRIU)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def assert_eventually(fn: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, msg: str = "") -> T:
+    """Call ``fn`` until it returns a truthy value without raising; return that value."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = fn()
+            if value:
+                return value
+            last_exc = None
+        except AssertionError as exc:
+            last_exc = exc
+        if time.monotonic() > deadline:
+            detail = f": {last_exc}" if last_exc else ""
+            raise AssertionError(f"not true within {timeout}s{detail} {msg}".rstrip())
+        time.sleep(interval)
