@@ -110,6 +110,11 @@ class ContainerManager:
 
     def _spec(self, run_id: str, container_id: str, args: list[str], app_dir: Path | None,
               env: dict[str, str] | None, limits: Limits) -> ContainerSpec:
+        if app_dir is None:
+            # Every container has the same mount set, so any checkpoint restores
+            # into any bundle: no code means an empty, read-only /app.
+            app_dir = self.state / "empty"
+            app_dir.mkdir(mode=0o555, exist_ok=True)
         socket_dir = self.state / "sockets" / container_id
         socket_dir.mkdir(parents=True, exist_ok=True)
         # The task's user (HOST_ID_BASE + uid inside) connects to the socket.
