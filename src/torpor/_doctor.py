@@ -134,7 +134,10 @@ def check_store(url: str, s3=None) -> Check:  # type: ignore[no-untyped-def]
 
     try:
         store = open_store(url, s3=s3)
-        store.check()
+        try:
+            store.check()
+        finally:
+            store.close()
     except TorporError as exc:
         return Check(name="store", ok=False, detail=str(exc), fix="check --store and its credentials/endpoint")
     return Check(name="store", ok=True, detail=f"{store.url} reachable and writable")
