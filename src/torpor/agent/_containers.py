@@ -183,9 +183,12 @@ class ContainerManager:
     # -- operations ------------------------------------------------------------
 
     def start(self, *, run_id: str, args: list[str], app_dir: Path | None = None, env: dict[str, str] | None = None,
-              limits: Limits = Limits()) -> Container:
+              limits: Limits = Limits(), before_launch: Callable[[Path], None] | None = None) -> Container:
+        """Start a container; ``before_launch(socket_dir)`` runs once its socket directory exists."""
         container_id = self._new_id(run_id)
         spec = self._spec(run_id, container_id, args, app_dir, env, limits)
+        if before_launch is not None:
+            before_launch(spec.socket_dir)
         bundle = write_bundle(self.state / "containers" / container_id, spec, criu_config=self.criu_config)
         log.info("starting container %s", container_id, extra={"run_id": run_id})
         return self._launch(
@@ -243,7 +246,7 @@ class ContainerManager:
             log.warning("could not upload the failed CRIU log of %s", checkpoint_id, exc_info=True)
 
     def restore(self, manifest: Manifest | str, *, app_dir: Path | None = None, limits: Limits = Limits(),
-                progress: Progress | None = None) -> Container:
+                progress: Progress | None = None, before_launch: Callable[[Path], None] | None = None) -> Container:
         """Download, verify and restore a checkpoint under a new container id and bundle."""
         if isinstance(manifest, str):
             manifest = read_manifest(self.store, manifest)
@@ -259,6 +262,8 @@ class ContainerManager:
             # as soon as the restore is done.
             os.chmod(image_dir, 0o755)
             spec = self._spec(run_id, container_id, ["/bin/false"], app_dir, None, limits)
+            if before_launch is not None:
+                before_launch(spec.socket_dir)
             bundle = write_bundle(self.state / "containers" / container_id, spec, criu_config=self.criu_config)
             work_dir.mkdir(parents=True, exist_ok=True)
             log.info("restoring %s as container %s", manifest.checkpoint_id, container_id, extra={"run_id": run_id})

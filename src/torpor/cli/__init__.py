@@ -10,6 +10,7 @@ from torpor.cli._group import cli
 from torpor.cli import _doctor  # noqa: E402,F401
 from torpor.cli import _api  # noqa: E402,F401  (trigger, runs, tokens, agents)
 from torpor.cli import _server  # noqa: E402,F401  (coordinator, migrate)
+from torpor.cli import _agent  # noqa: E402,F401  (agent)
 
 
 def main() -> None:

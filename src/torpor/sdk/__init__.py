@@ -1,1 +1,23 @@
-"""torpor sdk."""
+"""What task code imports (re-exported from ``torpor``)."""
+
+from torpor.sdk._context import RunContext, context
+from torpor.sdk._misc import logger, metadata
+from torpor.sdk._task import Retry, Task, TaskDefinition, TaskResult, registered_tasks, task
+from torpor.sdk._wait import Token, WaitTimeout, checkpoint, wait
+
+__all__ = [
+    "Retry",
+    "RunContext",
+    "Task",
+    "TaskDefinition",
+    "TaskResult",
+    "Token",
+    "WaitTimeout",
+    "checkpoint",
+    "context",
+    "logger",
+    "metadata",
+    "registered_tasks",
+    "task",
+    "wait",
+]

@@ -1,0 +1,378 @@
+"""The agent daemon: one bidirectional gRPC stream to a coordinator, runs in containers.
+
+Commands from the coordinator run in worker threads so a long dump never
+stalls the stream; everything the agent reports goes through one outgoing
+queue, which survives reconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import psutil
+
+from torpor._logging import bind
+from torpor._proto.v1 import agent_pb2 as ap
+from torpor._proto.v1 import agent_pb2_grpc as ag
+from torpor._proto.v1 import common_pb2 as cm
+from torpor.agent import _bundle
+from torpor.agent._containers import AgentConfig, ContainerManager
+from torpor.agent._oci import Limits
+from torpor.agent._runc import Runc
+from torpor.agent._runs import Outcome, RunSlot
+from torpor.agent._runtime_server import RuntimeServer
+from torpor.store import Store
+
+log = logging.getLogger(__name__)
+
+ENTRYPOINT = ["-m", "torpor.sdk._entry"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DaemonConfig:
+    name: str
+    """This agent's name, unique in the fleet (default: the host name)."""
+    coordinator: str
+    """host:port of a coordinator."""
+    join_token: str
+    """Secret that lets this agent join (``torpor keys create --kind agent``)."""
+    slots: int = 4
+    """Runs this host executes at once."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """Free-form labels reported to the coordinator."""
+    suspend_threshold: float = 5.0
+    """Waits shorter than this many seconds are served in place, without a dump."""
+    tls_ca: bytes | None = None
+    """PEM of the CA that signed the coordinator's certificate; None = plaintext."""
+    drain_timeout: float = 60.0
+    """Seconds a dump waits for the task to close its runtime connections."""
+
+
+class Agent:
+    def __init__(self, config: DaemonConfig, *, containers: AgentConfig, runc: Runc, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.mgr = ContainerManager(containers, runc=runc, store=store, log_sink=self._on_log)
+        self.runs: dict[str, RunSlot] = {}
+        self.lock = threading.RLock()
+        self.outbox: "queue.Queue[ap.AgentMessage | None]" = queue.Queue()
+        self.pool = ThreadPoolExecutor(max_workers=max(4, config.slots * 2), thread_name_prefix="agent-cmd")
+        self.stopped = threading.Event()
+        self.connected = threading.Event()
+        self.heartbeat_seconds = 2.0
+        self._call: grpc.Future | None = None  # type: ignore[type-arg]
+
+    # -- outgoing --------------------------------------------------------------
+
+    def send(self, msg: ap.AgentMessage) -> None:
+        self.outbox.put(msg)
+
+    def _on_log(self, run_id: str, stream: str, data: bytes) -> None:
+        slot = self.runs.get(run_id)
+        if slot is not None:
+            self.send(ap.AgentMessage(log=ap.LogData(run=slot.ref(), stream=stream, data=data, attempt=slot.spec.attempt)))
+
+    def facts(self) -> cm.HostFacts:
+        vm = psutil.virtual_memory()
+        return cm.HostFacts(
+            hostname=platform.node(), kernel=platform.release(), cpus=os.cpu_count() or 1,
+            memory_bytes=vm.total, memory_available_bytes=vm.available, criu_version=self.mgr.criu.version,
+            runc_version="", load_1m=os.getloadavg()[0],
+        )
+
+    def holding(self) -> list[ap.RunRef]:
+        with self.lock:
+            return [s.ref() for s in self.runs.values()]
+
+    def _requests(self):  # type: ignore[no-untyped-def]
+        yield ap.AgentMessage(register=ap.Register(
+            name=self.config.name, facts=self.facts(), slots=self.config.slots, labels=self.config.labels,
+            holding=self.holding()))
+        while not self.stopped.is_set():
+            try:
+                msg = self.outbox.get(timeout=self.heartbeat_seconds)
+            except queue.Empty:
+                msg = ap.AgentMessage(heartbeat=ap.Heartbeat(slots_used=len(self.runs), facts=self.facts(),
+                                                             holding=self.holding()))
+            if msg is None:
+                return
+            yield msg
+
+    # -- the connection loop ------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        backoff = 0.2
+        while not self.stopped.is_set():
+            try:
+                self._connect_once()
+                backoff = 0.2
+            except grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else None
+                if code == grpc.StatusCode.UNAUTHENTICATED:
+                    log.error("the coordinator refused this agent's join token: %s", exc.details())
+                else:
+                    log.warning("coordinator stream ended (%s); reconnecting", code)
+            except Exception:
+                log.exception("agent connection loop failed; reconnecting")
+            self.connected.clear()
+            if self.stopped.wait(backoff):
+                break
+            backoff = min(backoff * 2, 5.0)
+
+    def _connect_once(self) -> None:
+        if self.config.tls_ca:
+            creds = grpc.ssl_channel_credentials(root_certificates=self.config.tls_ca)
+            channel = grpc.secure_channel(self.config.coordinator, creds)
+        else:
+            channel = grpc.insecure_channel(self.config.coordinator)
+        with channel:
+            stub = ag.AgentChannelStub(channel)
+            call = stub.Connect(self._requests(), metadata=[("authorization", f"Bearer {self.config.join_token}")])
+            self._call = call
+            for msg in call:
+                self._dispatch(msg)
+
+    def stop(self) -> None:
+        """Stop talking to the coordinator (containers keep running, as when a host's agent restarts)."""
+        self.stopped.set()
+        self.outbox.put(None)
+        if self._call is not None:
+            self._call.cancel()
+
+    def shutdown_containers(self) -> None:
+        with self.lock:
+            slots = list(self.runs.values())
+        for slot in slots:
+            self._kill(slot, "agent_shutdown")
+
+    # -- commands -------------------------------------------------------------------
+
+    def _dispatch(self, msg: ap.CoordinatorMessage) -> None:
+        kind = msg.WhichOneof("msg")
+        if kind == "registered":
+            self.heartbeat_seconds = msg.registered.heartbeat_seconds or self.heartbeat_seconds
+            self.connected.set()
+            log.info("registered with %s as %s", self.config.coordinator, self.config.name)
+            return
+        if kind == "child_triggered":
+            slot = self.runs.get(msg.child_triggered.run.run_id)
+            if slot is not None:
+                slot.child_triggered(msg.child_triggered)
+            return
+        handler = getattr(self, f"_on_{kind}", None)
+        if handler is None:
+            log.warning("ignoring unknown coordinator message %s", kind)
+            return
+        self.pool.submit(self._guarded, handler, getattr(msg, kind), kind)
+
+    def _guarded(self, handler, body, kind: str) -> None:  # type: ignore[no-untyped-def]
+        run = getattr(body, "run", None) or getattr(getattr(body, "spec", None), "run", None)
+        token = bind(run_id=getattr(run, "run_id", None), agent=self.config.name, generation=getattr(run, "generation", None))
+        try:
+            handler(body)
+        except Exception as exc:
+            log.exception("%s failed", kind)
+            self.send(ap.AgentMessage(command_failed=ap.CommandFailed(
+                run=ap.RunRef(run_id=run.run_id, generation=run.generation) if run is not None else None,
+                command=kind, error=str(exc)[:4000], request_id=getattr(body, "request_id", ""))))
+        finally:
+            del token
+
+    def _slot(self, run: ap.RunRef, what: str) -> RunSlot | None:
+        slot = self.runs.get(run.run_id)
+        if slot is None or slot.generation != run.generation:
+            log.info("%s for run %s gen %s: not held here (holding gen %s)", what, run.run_id, run.generation,
+                     slot.generation if slot else None)
+            return None
+        return slot
+
+    def _limits(self, spec: ap.RunSpec) -> Limits:
+        s = spec.settings
+        return Limits(memory_bytes=s.memory_bytes, cpus=s.cpus, pids=s.pids_limit or 512)
+
+    def _app_dir(self, spec: ap.RunSpec) -> Path:
+        return _bundle.fetch(self.store, spec.version, self.mgr.state / "bundles")
+
+    def _new_slot(self, spec: ap.RunSpec) -> RunSlot:
+        slot = RunSlot(spec=spec, send=self.send, suspend_threshold=self.config.suspend_threshold,
+                       request_checkpoint=self._checkpoint_for_task)
+        with self.lock:
+            old = self.runs.get(spec.run.run_id)
+            if old is not None and old.generation >= spec.run.generation:
+                raise RuntimeError(f"run {spec.run.run_id} is already held here at generation {old.generation}")
+            self.runs[spec.run.run_id] = slot
+        if old is not None:  # a newer generation replaces a stale copy: fencing
+            self._kill(old, "stale_generation", report=False)
+        return slot
+
+    def _serve(self, slot: RunSlot):  # type: ignore[no-untyped-def]
+        def before_launch(socket_dir: Path) -> None:
+            slot.server = RuntimeServer(socket_dir, slot.handle, name=slot.run_id)
+            slot.server.start()
+        return before_launch
+
+    def _on_start(self, body: ap.StartRun) -> None:
+        spec = body.spec
+        app = self._app_dir(spec)
+        slot = self._new_slot(spec)
+        try:
+            slot.container = self.mgr.start(run_id=spec.run.run_id, args=[self.mgr.config.python, *ENTRYPOINT],
+                                            app_dir=app, limits=self._limits(spec), before_launch=self._serve(slot))
+        except BaseException:
+            self._drop(slot)
+            raise
+        self.send(ap.AgentMessage(run_started=ap.RunStarted(run=slot.ref())))
+        self._watch(slot)
+
+    def _on_restore(self, body: ap.RestoreRun) -> None:
+        spec = body.spec
+        app = self._app_dir(spec)
+        slot = self._new_slot(spec)
+        if body.HasField("wake") and body.wake.wait_id:
+            slot.waits[body.wake.wait_id] = Outcome(result_json=body.wake.result_json, timed_out=body.wake.timed_out)
+        t0 = time.monotonic()
+        try:
+            slot.container = self.mgr.restore(body.checkpoint_location, app_dir=app, limits=self._limits(spec),
+                                              before_launch=self._serve(slot))
+        except BaseException:
+            self._drop(slot)
+            raise
+        restore_ms = int((time.monotonic() - t0) * 1000)
+        self.send(ap.AgentMessage(run_started=ap.RunStarted(run=slot.ref(), restored=True,
+                                                            checkpoint_id=body.checkpoint_id, restore_ms=restore_ms)))
+        if slot.waits:
+            slot.wake()
+        self._watch(slot)
+
+    def _watch(self, slot: RunSlot) -> None:
+        if slot.spec.settings.checkpoint_every > 0:
+            threading.Thread(target=self._periodic, args=(slot,), daemon=True).start()
+        threading.Thread(target=self._wait_exit, args=(slot,), daemon=True, name=f"wait-{slot.run_id}").start()
+
+    def _wait_exit(self, slot: RunSlot) -> None:
+        container = slot.container
+        assert container is not None
+        code = container.wait()
+        with slot.lock:
+            suspended = slot.suspending
+        if suspended:
+            return  # the suspend handler reports and cleans up
+        if self.runs.get(slot.run_id) is slot:
+            self.send(slot.exit_message(code))
+        self._drop(slot)
+
+    def _drop(self, slot: RunSlot) -> None:
+        if slot.server is not None:
+            slot.server.close()
+        if slot.container is not None and not slot.container.running:
+            self.mgr._cleanup(slot.container.id, slot.container.bundle, slot.container.socket_dir)
+        with self.lock:
+            if self.runs.get(slot.run_id) is slot:
+                del self.runs[slot.run_id]
+
+    def _kill(self, slot: RunSlot, reason: str, report: bool = True) -> None:
+        with slot.lock:
+            slot.stopping = reason
+        if slot.container is not None and slot.container.running:
+            self.mgr.runc.kill(slot.container.id, "KILL")
+
+    def _on_kill(self, body: ap.KillRun) -> None:
+        slot = self._slot(body.run, "kill")
+        if slot is not None:
+            self._kill(slot, body.reason or "killed")
+
+    def _on_wait_resolved(self, body: ap.WaitResolved) -> None:
+        slot = self._slot(body.run, "wait_resolved")
+        if slot is None:
+            return
+        with slot.lock:
+            if slot.suspending:
+                return  # the dump is under way: the coordinator restores with this result
+        if slot.resolve(body.wait_id, Outcome(result_json=body.result_json, timed_out=body.timed_out)):
+            self.send(ap.AgentMessage(run_resumed=ap.RunResumed(run=slot.ref(), wait_id=body.wait_id)))
+
+    def _on_suspend(self, body: ap.SuspendRun) -> None:
+        slot = self._slot(body.run, "suspend")
+        if slot is None or slot.container is None:
+            return
+        with slot.lock:
+            if slot.waits.get(body.wait_id, "gone") is not None:
+                return  # resolved (or never asked here) before the go-ahead arrived: nothing to dump
+            slot.suspending = True
+        try:
+            with slot.dump_lock:
+                manifest = self._dump(slot, kind=cm.SUSPEND, leave_running=False)
+        except BaseException:
+            with slot.lock:
+                slot.suspending = False
+            if slot.server is not None:
+                slot.server.start()
+            raise
+        self.send(ap.AgentMessage(checkpoint_recorded=ap.CheckpointRecorded(run=slot.ref(), checkpoint=manifest)))
+        self.send(ap.AgentMessage(run_exited=ap.RunExited(run=slot.ref(), exit_code=0, reason="suspended")))
+        self._drop(slot)
+
+    def _dump(self, slot: RunSlot, *, kind: int, leave_running: bool) -> cm.Checkpoint:
+        assert slot.container is not None and slot.server is not None
+        if not slot.server.pause(timeout=self.config.drain_timeout):
+            slot.server.start()
+            raise RuntimeError("the task kept a runtime connection open; the checkpoint was not taken")
+        t0 = time.monotonic()
+        kinds = {cm.SUSPEND: "suspend", cm.PERIODIC: "periodic", cm.ON_DEMAND: "on_demand"}
+        manifest = self.mgr.checkpoint(slot.container, kind=kinds[kind], leave_running=leave_running,
+                                       deployment_version=slot.spec.version)
+        if leave_running:
+            slot.server.start()
+        return cm.Checkpoint(
+            id=manifest.checkpoint_id, kind=kind, size_bytes=manifest.archive_size, raw_bytes=manifest.raw_bytes,
+            duration_ms=int((time.monotonic() - t0) * 1000), agent=self.config.name, location=manifest.key,
+            generation=slot.generation,
+        )
+
+    def _on_checkpoint(self, body: ap.CheckpointCommand) -> None:
+        slot = self._slot(body.run, "checkpoint")
+        if slot is None or slot.container is None:
+            raise RuntimeError(f"run {body.run.run_id} is not running on agent {self.config.name}")
+        with slot.dump_lock:
+            ckpt = self._dump(slot, kind=body.kind or cm.ON_DEMAND, leave_running=True)
+        self.send(ap.AgentMessage(checkpoint_recorded=ap.CheckpointRecorded(
+            run=slot.ref(), checkpoint=ckpt, request_id=body.request_id)))
+
+    def _checkpoint_for_task(self, slot: RunSlot, wait_id: str) -> None:
+        """``torpor.checkpoint()`` from task code: dump (leave running), then wake the task."""
+        try:
+            with slot.dump_lock:
+                ckpt = self._dump(slot, kind=cm.ON_DEMAND, leave_running=True)
+            self.send(ap.AgentMessage(checkpoint_recorded=ap.CheckpointRecorded(run=slot.ref(), checkpoint=ckpt)))
+            slot.resolve(wait_id, Outcome(result_json="true"))
+        except Exception as exc:
+            log.exception("checkpoint asked by the task failed")
+            slot.resolve(wait_id, Outcome(result_json="false"))
+            self.send(ap.AgentMessage(command_failed=ap.CommandFailed(run=slot.ref(), command="checkpoint",
+                                                                      error=str(exc)[:4000])))
+
+    def _periodic(self, slot: RunSlot) -> None:
+        every = slot.spec.settings.checkpoint_every
+        while slot.container is not None and slot.container.running:
+            if self.stopped.wait(every):
+                return
+            container = slot.container
+            if container is None or not container.running or slot.suspending or self.runs.get(slot.run_id) is not slot:
+                return
+            try:
+                with slot.dump_lock:
+                    if slot.suspending:
+                        return
+                    ckpt = self._dump(slot, kind=cm.PERIODIC, leave_running=True)
+                self.send(ap.AgentMessage(checkpoint_recorded=ap.CheckpointRecorded(run=slot.ref(), checkpoint=ckpt)))
+            except Exception:
+                log.exception("periodic checkpoint failed")

@@ -1,0 +1,192 @@
+"""One run on this agent: its container, its runtime socket, its pending waits.
+
+The agent daemon owns a ``RunSlot`` per run it holds and turns runtime requests
+from the task into messages to the coordinator (``send``) and back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torpor._proto.v1 import agent_pb2 as ap
+from torpor._proto.v1 import runtime_pb2 as rt
+from torpor.agent._containers import Container
+from torpor.agent._runtime_server import RuntimeServer
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[ap.AgentMessage], None]
+
+
+@dataclass
+class Outcome:
+    result_json: str = ""
+    timed_out: bool = False
+
+
+@dataclass(eq=False)
+class RunSlot:
+    spec: ap.RunSpec
+    send: Send
+    suspend_threshold: float
+    request_checkpoint: Callable[["RunSlot", str], None]
+    """Called (in a worker thread) to take a leave-running checkpoint for a wait id."""
+    container: Container | None = None
+    server: RuntimeServer | None = None
+    # wait_id -> None while pending, Outcome once resolved
+    waits: dict[str, Outcome | None] = field(default_factory=dict)
+    result: rt.RuntimeResult | None = None
+    suspending: bool = False
+    stopping: str = ""  # why the agent is ending the container ("killed", "suspended", ...)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    dump_lock: threading.Lock = field(default_factory=threading.Lock)
+    """Serialises dumps of this run; never held together with ``lock`` by a dump."""
+    _triggers: dict[str, Future[ap.ChildTriggered]] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return self.spec.run.run_id
+
+    @property
+    def generation(self) -> int:
+        return self.spec.run.generation
+
+    def ref(self) -> ap.RunRef:
+        return ap.RunRef(run_id=self.run_id, generation=self.generation)
+
+    # -- waking the task -------------------------------------------------------
+
+    def wake(self) -> None:
+        c = self.container
+        if c is not None and c.running:
+            try:
+                os.kill(c.pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+
+    def resolve(self, wait_id: str, outcome: Outcome) -> bool:
+        """Record a wait's outcome and wake the task; False if that wait is not pending here."""
+        with self.lock:
+            if wait_id not in self.waits or self.waits[wait_id] is not None:
+                return False
+            self.waits[wait_id] = outcome
+        self.wake()
+        return True
+
+    # -- runtime requests --------------------------------------------------------
+
+    def handle(self, req: rt.RuntimeRequest) -> rt.RuntimeResponse:
+        kind = req.WhichOneof("msg")
+        if kind == "context":
+            s = self.spec
+            return rt.RuntimeResponse(context=rt.RunContext(
+                run_id=s.run.run_id, task_id=s.task, attempt=s.attempt, version=s.version,
+                started_at_unix=s.started_at_unix, payload_json=s.payload_json, module=s.settings.module,
+                function=s.settings.function, generation=s.run.generation,
+            ))
+        if kind == "wait":
+            return self._wait(req.wait)
+        if kind == "wait_result":
+            with self.lock:
+                outcome = self.waits.get(req.wait_result.wait_id)
+                if outcome is None:
+                    return rt.RuntimeResponse(wait_outcome=rt.WaitOutcome(ready=False))
+                del self.waits[req.wait_result.wait_id]
+            return rt.RuntimeResponse(wait_outcome=rt.WaitOutcome(
+                ready=True, result_json=outcome.result_json, timed_out=outcome.timed_out))
+        if kind == "checkpoint":
+            wait_id = req.checkpoint.wait_id
+            with self.lock:
+                self.waits[wait_id] = None
+            threading.Thread(target=self.request_checkpoint, args=(self, wait_id), daemon=True).start()
+            return rt.RuntimeResponse(wait_accepted=rt.WaitAccepted(resolved=False))
+        if kind == "trigger":
+            return self._trigger(req.trigger)
+        if kind == "create_token":
+            token_id = f"tok_{uuid.uuid4().hex}"
+            timeout = req.create_token.timeout_seconds
+            self.send(ap.AgentMessage(token_registered=ap.TokenRegistered(
+                run=self.ref(), token_id=token_id, timeout_unix=time.time() + timeout if timeout else 0)))
+            return rt.RuntimeResponse(token=rt.TokenCreated(token_id=token_id))
+        if kind == "metadata":
+            self.send(ap.AgentMessage(metadata=ap.MetadataUpdate(run=self.ref(), metadata_json=req.metadata.metadata_json)))
+            return rt.RuntimeResponse(ok=rt.Empty())
+        if kind == "result":
+            self.result = req.result
+            return rt.RuntimeResponse(ok=rt.Empty())
+        return rt.RuntimeResponse(error=f"unknown runtime request {kind!r}")
+
+    def _wait(self, w: rt.RuntimeWait) -> rt.RuntimeResponse:
+        with self.lock:
+            self.waits[w.wait_id] = None
+        which = w.WhichOneof("kind")
+        if which == "until_unix":
+            delay = w.until_unix - time.time()
+            if delay < self.suspend_threshold:
+                # Served in place: too short to be worth a dump and a restore.
+                timer = threading.Timer(max(0.0, delay), self.resolve, args=(w.wait_id, Outcome(result_json="null")))
+                timer.daemon = True
+                timer.start()
+                return rt.RuntimeResponse(wait_accepted=rt.WaitAccepted(resolved=False))
+            msg = ap.WaitRequested(run=self.ref(), wait_id=w.wait_id, until_unix=w.until_unix)
+        elif which == "token_id":
+            msg = ap.WaitRequested(run=self.ref(), wait_id=w.wait_id,
+                                   token=ap.TokenWait(token_id=w.token_id, timeout_unix=w.token_timeout_unix))
+        elif which == "children":
+            msg = ap.WaitRequested(run=self.ref(), wait_id=w.wait_id,
+                                   children=ap.ChildrenWait(run_ids=list(w.children.run_ids)))
+        else:
+            return rt.RuntimeResponse(error="a wait needs a duration, a token or child runs")
+        self.send(ap.AgentMessage(wait_requested=msg))
+        return rt.RuntimeResponse(wait_accepted=rt.WaitAccepted(resolved=False))
+
+    def _trigger(self, t: rt.RuntimeTrigger) -> rt.RuntimeResponse:
+        request_id = uuid.uuid4().hex
+        fut: Future[ap.ChildTriggered] = Future()
+        with self.lock:
+            self._triggers[request_id] = fut
+        items = [ap.TriggerItem(task=i.task, payload_json=i.payload_json, idempotency_key=i.idempotency_key,
+                                tags=list(i.tags)) for i in t.items]
+        self.send(ap.AgentMessage(child_trigger=ap.ChildTrigger(run=self.ref(), request_id=request_id, items=items)))
+        try:
+            answer = fut.result(timeout=120)
+        except TimeoutError:
+            return rt.RuntimeResponse(error="the coordinator did not answer the trigger within 120 s")
+        finally:
+            with self.lock:
+                self._triggers.pop(request_id, None)
+        if answer.error:
+            return rt.RuntimeResponse(error=answer.error)
+        return rt.RuntimeResponse(triggered=rt.TriggeredRuns(run_ids=list(answer.run_ids)))
+
+    def child_triggered(self, msg: ap.ChildTriggered) -> None:
+        with self.lock:
+            fut = self._triggers.get(msg.request_id)
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    def exit_message(self, code: int) -> ap.AgentMessage:
+        res = self.result
+        exited = ap.RunExited(run=self.ref(), exit_code=code)
+        if res is not None:
+            exited.has_result = True
+            exited.output_json = res.output_json if res.ok else ""
+            exited.error = "" if res.ok else (res.error or "task failed")
+            exited.traceback = res.traceback
+        else:
+            exited.reason = self.stopping or ("oom" if code == 137 else "crashed")
+            exited.error = f"the task's process ended with exit status {code} before reporting a result"
+        return ap.AgentMessage(run_exited=exited)
+
+
+def outcome_json(value: object) -> str:
+    return json.dumps(value)

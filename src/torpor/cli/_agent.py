@@ -1,0 +1,115 @@
+"""torpor agent: the per-host daemon."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from torpor.cli._group import cli
+
+log = logging.getLogger(__name__)
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) about our state; a no-op outside systemd."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.connect(addr)
+        s.sendall(state.encode())
+
+
+def _labels(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for v in values:
+        if "=" not in v:
+            raise click.BadParameter(f"{v!r}: labels are KEY=VALUE", param_hint="--label")
+        k, _, val = v.partition("=")
+        out[k] = val
+    return out
+
+
+@cli.command()
+@click.option("--coordinator", envvar="TORPOR_COORDINATOR", default="127.0.0.1:7433", show_default=True,
+              help="host:port of a coordinator. [env TORPOR_COORDINATOR]")
+@click.option("--join-token", envvar="TORPOR_JOIN_TOKEN", help="Join token (torpor keys create --kind agent). [env TORPOR_JOIN_TOKEN]")
+@click.option("--join-token-file", type=click.Path(exists=True, dir_okay=False),
+              help="Read the join token from this file instead (systemd credentials).")
+@click.option("--name", envvar="TORPOR_AGENT_NAME", default=socket.gethostname(), show_default=True,
+              help="Unique name of this agent. [env TORPOR_AGENT_NAME]")
+@click.option("--slots", type=click.IntRange(1, 1024), default=4, show_default=True, help="Runs executed at once.")
+@click.option("--state-dir", envvar="TORPOR_STATE_DIR", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("/var/lib/torpor/agent"), show_default=True,
+              help="Bundles, logs, runc state, CRIU scratch. [env TORPOR_STATE_DIR]")
+@click.option("--store", envvar="TORPOR_STORE", required=True,
+              help="Snapshot store: file:///dir or s3://bucket/prefix. [env TORPOR_STORE]")
+@click.option("--label", "labels", multiple=True, help="KEY=VALUE label, repeatable.")
+@click.option("--suspend-threshold", type=float, default=5.0, show_default=True,
+              help="Seconds: shorter waits are served in place, longer ones suspend the run to a snapshot.")
+@click.option("--criu", envvar="TORPOR_CRIU", help="criu binary (default: /opt/torpor/bin/criu, then PATH). [env TORPOR_CRIU]")
+@click.option("--image-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Scratch for CRIU images; a tmpfs makes dumps faster. Default: STATE_DIR/images.")
+@click.option("--python", "python_bin", default="/usr/bin/python3", show_default=True,
+              help="Interpreter inside containers (from the host's /usr).")
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), help="CA certificate of the coordinator (enables TLS).")
+def agent(coordinator: str, join_token: str | None, join_token_file: str | None, name: str, slots: int, state_dir: Path,
+          store: str, labels: tuple[str, ...], suspend_threshold: float, criu: str | None, image_dir: Path | None,
+          python_bin: str, tls_ca: str | None) -> None:
+    """Run the agent of this host: executes runs in containers, snapshots them with CRIU.
+
+    Needs root, runc and CRIU >= 4.2 (run `torpor doctor` first). Runs keep
+    running if the agent restarts; the coordinator fences any it gave away.
+    """
+    from torpor._errors import TorporError
+    from torpor.agent import AgentConfig, Runc, find_criu
+    from torpor.agent._daemon import Agent, DaemonConfig
+    from torpor.cli._s3 import s3_options_from_env
+    from torpor.store import open_store
+
+    if join_token_file:
+        join_token = Path(join_token_file).read_text().strip()
+    if not join_token:
+        raise click.UsageError("a join token is needed: --join-token, --join-token-file or TORPOR_JOIN_TOKEN")
+    if os.geteuid() != 0:
+        raise click.ClickException("the agent needs root (runc and CRIU); run `torpor doctor` to check this host")
+    try:
+        criu_info = find_criu(criu)
+        st = open_store(store, s3=s3_options_from_env())
+        st.check()
+        daemon = Agent(
+            DaemonConfig(name=name, coordinator=coordinator, join_token=join_token, slots=slots, labels=_labels(labels),
+                         suspend_threshold=suspend_threshold, tls_ca=Path(tls_ca).read_bytes() if tls_ca else None),
+            containers=AgentConfig(state_dir=state_dir, python=python_bin, image_dir=image_dir),
+            runc=Runc(root=state_dir / "runc", criu=criu_info),
+            store=st,
+        )
+    except TorporError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    def on_signal(signum, frame):  # type: ignore[no-untyped-def]
+        log.info("signal %s: stopping the agent", signum)
+        daemon.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def notify_when_ready() -> None:
+        if daemon.connected.wait(timeout=3600):
+            sd_notify("READY=1\nSTATUS=connected to " + coordinator)
+
+    threading.Thread(target=notify_when_ready, daemon=True).start()
+    click.echo(f"agent {name}: {slots} slots, CRIU {criu_info.version}, store {st.url}, coordinator {coordinator}",
+               err=True)
+    daemon.serve_forever()
+    sd_notify("STOPPING=1")
+    sys.exit(0)

@@ -1,0 +1,86 @@
+"""A project directory: ``torpor.toml`` plus its code, and the tasks it declares."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torpor._errors import ConfigError
+
+MANIFEST = "torpor.toml"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Project:
+    root: Path
+    """The directory holding torpor.toml."""
+    name: str
+    """``project = "..."`` in torpor.toml."""
+    modules: tuple[str, ...]
+    """Modules imported to find the tasks (``modules = ["tasks"]``)."""
+
+
+def load_project(root: Path) -> Project:
+    root = root.resolve()
+    path = root / MANIFEST
+    if not path.is_file():
+        raise ConfigError(f"{root} has no {MANIFEST}; create one with:\n  project = \"my-project\"\n  modules = [\"tasks\"]")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    name = data.get("project")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(f"{path}: 'project' must be a name of letters, digits, '.', '_' or '-' (got {name!r})")
+    modules = data.get("modules")
+    if not isinstance(modules, list) or not modules or not all(isinstance(m, str) and _MODULE.match(m) for m in modules):
+        raise ConfigError(f"{path}: 'modules' must be a non-empty list of module names, e.g. [\"tasks\"] (got {modules!r})")
+    unknown = sorted(set(data) - {"project", "modules"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)} (known: project, modules)")
+    return Project(root=root, name=name, modules=tuple(modules))
+
+
+_DISCOVER = r"""
+import importlib, json, sys, traceback
+sys.path.insert(0, sys.argv[1])
+from torpor.sdk._task import registered_tasks
+from torpor._errors import TorporError
+for mod in sys.argv[2:]:
+    try:
+        importlib.import_module(mod)
+    except TorporError as exc:
+        print(json.dumps({"error": f"{mod}: {exc}"})); sys.exit(0)
+    except BaseException as exc:
+        tb = traceback.format_exc().strip().splitlines()
+        print(json.dumps({"error": f"importing {mod} failed: {type(exc).__name__}: {exc}", "traceback": tb[-12:]}))
+        sys.exit(0)
+print(json.dumps({"tasks": [t.definition.to_dict() for t in registered_tasks().values()]}))
+"""
+
+
+def discover_tasks(project: Project, *, python: str | None = None, timeout: float = 120) -> list[dict[str, Any]]:
+    """Import the project's modules in a separate process and list the tasks they declare."""
+    proc = subprocess.run(
+        [python or sys.executable, "-c", _DISCOVER, str(project.root), *project.modules],
+        capture_output=True, text=True, timeout=timeout, cwd=project.root,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise ConfigError(f"discovering tasks in {project.root} failed:\n{proc.stderr.strip()[-2000:]}")
+    result = json.loads(lines[-1])
+    if "error" in result:
+        detail = "\n".join(result.get("traceback", []))
+        raise ConfigError(f"{result['error']}" + (f"\n{detail}" if detail else ""))
+    tasks = result["tasks"]
+    if not tasks:
+        raise ConfigError(f"no @task found in modules {', '.join(project.modules)} of {project.root}")
+    return tasks

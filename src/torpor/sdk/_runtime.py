@@ -1,0 +1,98 @@
+"""The SDK's side of the runtime socket, and the one way it blocks.
+
+Each request opens a connection, sends one message, reads one answer and
+closes, so no connection to the agent is open while CRIU dumps the container.
+Waiting is done by blocking on SIGUSR1 (blocked in every thread since the
+entrypoint started), which survives a dump and a restore on another host.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+from torpor._errors import TorporError
+from torpor._proto.v1 import runtime_pb2 as rt
+from torpor.sdk._wire import SOCKET_NAME, recv_frame, send_frame
+
+SOCKET_DIR = "/run/torpor"
+WAKE_SIGNAL = signal.SIGUSR1
+# The agent may briefly take its socket away (around a leave-running dump);
+# callers retry for this long before giving up.
+CONNECT_PATIENCE = 120.0
+
+_socket_path: str | None = None
+
+
+def socket_path() -> str:
+    return _socket_path or os.path.join(os.environ.get("TORPOR_SOCKET_DIR", SOCKET_DIR), SOCKET_NAME)
+
+
+def set_socket_path(path: str | None) -> None:
+    """For tests that run the SDK outside a container."""
+    global _socket_path
+    _socket_path = path
+
+
+class RuntimeError_(TorporError):
+    """The agent refused or failed a runtime request."""
+
+
+def call(request: rt.RuntimeRequest, *, timeout: float = 300.0) -> rt.RuntimeResponse:
+    deadline = time.monotonic() + CONNECT_PATIENCE
+    delay = 0.01
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(socket_path())
+            send_frame(sock, request.SerializeToString())
+            data = recv_frame(sock)
+            break
+        except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError, ConnectionError) as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError_(f"cannot reach the torpor agent at {socket_path()}: {exc}") from exc
+        finally:
+            sock.close()
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+    resp = rt.RuntimeResponse()
+    resp.ParseFromString(data)
+    if resp.error:
+        raise RuntimeError_(resp.error)
+    return resp
+
+
+def block_wake_signal() -> None:
+    """Block SIGUSR1 in this thread; threads started later inherit the mask.
+
+    The entrypoint calls this before importing user code, so the wake-up
+    signal is never delivered to (and never kills) a user thread: it stays
+    pending until a wait picks it up with sigtimedwait.
+    """
+    signal.signal(WAKE_SIGNAL, lambda *_: None)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {WAKE_SIGNAL})
+
+
+def sleep_until_woken(timeout: float | None = None) -> bool:
+    """Block, holding no connection, until the agent's SIGUSR1; False on timeout."""
+    if timeout is None:
+        while signal.sigtimedwait({WAKE_SIGNAL}, 3600.0) is None:
+            pass
+        return True
+    return signal.sigtimedwait({WAKE_SIGNAL}, timeout) is not None
+
+
+def wait_point(request: rt.RuntimeRequest, wait_id: str) -> rt.WaitOutcome:
+    """Send a wait (or checkpoint) request, then block until its outcome is ready."""
+    accepted = call(request)
+    resolved = accepted.wait_accepted.resolved
+    while True:
+        if not resolved:
+            sleep_until_woken()
+        outcome = call(rt.RuntimeRequest(wait_result=rt.RuntimeWaitResult(wait_id=wait_id))).wait_outcome
+        if outcome.ready:
+            return outcome
+        resolved = False  # a stale or early wake-up: block again
