@@ -1,1 +1,153 @@
-"""Server verbs: coordinator, migrate (issue 4 fills these in)."""
+"""Server verbs: ``torpor coordinator``, ``torpor migrate``, ``torpor keys``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+
+import click
+
+from torpor._errors import TorporError
+from torpor.cli._group import cli
+
+
+def _read_secrets(path: str | None) -> tuple[str, ...]:
+    """One secret per line; blank lines and # comments are skipped."""
+    if not path:
+        return ()
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return tuple(s for s in (line.strip() for line in lines) if s and not s.startswith("#"))
+
+
+_db_option = click.option("--db", "db_url", envvar="TORPOR_DB", required=True,
+                          help="PostgreSQL URL of the torpor database (env TORPOR_DB).")
+
+
+@cli.command("coordinator")
+@_db_option
+@click.option("--listen", default="127.0.0.1:7433", show_default=True, envvar="TORPOR_LISTEN", help="host:port to serve gRPC on.")
+@click.option("--store", "store_url", envvar="TORPOR_STORE", default=None,
+              help="Snapshot store URL (file:///dir or s3://bucket/prefix); released snapshots are deleted there.")
+@click.option("--api-key-file", type=click.Path(exists=True, dir_okay=False), envvar="TORPOR_API_KEY_FILE",
+              help="Extra client API keys, one per line, besides those created with `torpor keys create`.")
+@click.option("--join-token-file", type=click.Path(exists=True, dir_okay=False), envvar="TORPOR_JOIN_TOKEN_FILE",
+              help="Extra agent join tokens, one per line.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), envvar="TORPOR_TLS_CERT", help="PEM certificate to serve TLS with.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), envvar="TORPOR_TLS_KEY", help="PEM key of --tls-cert.")
+@click.option("--no-auth", is_flag=True, help="Accept unauthenticated calls (local development only).")
+@click.option("--lease", "lease_seconds", type=float, default=15.0, show_default=True, help="Agent lease, seconds.")
+@click.option("--heartbeat", "heartbeat_seconds", type=float, default=5.0, show_default=True, help="Agent heartbeat period, seconds.")
+@click.option("--pool-size", type=int, default=16, show_default=True, help="Most Postgres connections.")
+@click.option("--no-migrate", is_flag=True, help="Do not apply pending migrations at start.")
+def coordinator_cmd(db_url: str, listen: str, store_url: str | None, api_key_file: str | None, join_token_file: str | None,
+                    tls_cert: str | None, tls_key: str | None, no_auth: bool, lease_seconds: float,
+                    heartbeat_seconds: float, pool_size: int, no_migrate: bool) -> None:
+    """Run a coordinator: the gRPC API and the agent channel, over Postgres."""
+    from torpor.coordinator import Coordinator, CoordinatorConfig, TLSConfig
+
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    store = None
+    if store_url:
+        from torpor.store import open_store
+
+        store = open_store(store_url)
+    config = CoordinatorConfig(
+        db_url=db_url, listen=listen, auth=not no_auth, api_keys=_read_secrets(api_key_file),
+        join_tokens=_read_secrets(join_token_file),
+        tls=TLSConfig(cert_file=tls_cert, key_file=tls_key) if tls_cert and tls_key else None,
+        lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds, db_pool_size=pool_size,
+        migrate=not no_migrate,
+    )
+    coord = Coordinator(config, store=store)
+    try:
+        coord.start()
+    except TorporError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"coordinator {coord.id} listening on {listen.rsplit(':', 1)[0]}:{coord.port}", err=True)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    coord.stop(grace=5.0)
+
+
+@cli.command("migrate")
+@_db_option
+def migrate_cmd(db_url: str) -> None:
+    """Apply pending schema migrations."""
+    from torpor.coordinator import migrate
+
+    try:
+        before, after = migrate(db_url)
+    except TorporError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"schema at version {after}" + (f" (was {before})" if before != after else " (up to date)"))
+
+
+def _db_call(db_url: str, work, *args):  # type: ignore[no-untyped-def]
+    """Run one unit of work against the database from a short-lived pool."""
+    from torpor.coordinator import Database
+
+    db = Database(db_url, pool_size=1)
+    db.open()
+    try:
+        return db.run(work, *args)
+    except TorporError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        db.close()
+
+
+@cli.group("keys")
+def keys_group() -> None:
+    """Client API keys and agent join tokens (stored hashed)."""
+
+
+@keys_group.command("create")
+@_db_option
+@click.option("--kind", type=click.Choice(["client", "agent"]), default="client", show_default=True,
+              help="client: an API key for the API; agent: a join token for agents.")
+@click.option("--name", default="", help="A note saying what the key is for.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def keys_create(db_url: str, kind: str, name: str, as_json: bool) -> None:
+    """Create a key and print its secret, once: only its sha256 is stored."""
+    from torpor.coordinator import create_key
+
+    key_id, secret = _db_call(db_url, create_key, kind, name)
+    if as_json:
+        click.echo(json.dumps({"id": key_id, "kind": kind, "secret": secret}))
+    else:
+        click.echo(secret)
+        click.echo(f"({kind} key {key_id}; store the secret now, it cannot be shown again)", err=True)
+
+
+@keys_group.command("list")
+@_db_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def keys_list(db_url: str, as_json: bool) -> None:
+    """List keys (never their secrets)."""
+    from torpor.coordinator import list_keys
+
+    rows = _db_call(db_url, list_keys)
+    out = [{"id": r["id"], "kind": r["kind"], "name": r["name"], "created_at": r["created_at"].isoformat(),
+            "revoked": r["revoked_at"] is not None} for r in rows]
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    for r in out:
+        click.echo(f"{r['id']}  {r['kind']:<6}  {'revoked' if r['revoked'] else 'active ':<7}  {r['created_at'][:19]}  {r['name']}")
+
+
+@keys_group.command("revoke")
+@_db_option
+@click.argument("key_id")
+def keys_revoke(db_url: str, key_id: str) -> None:
+    """Revoke a key by id; coordinators stop accepting it within seconds."""
+    from torpor.coordinator import revoke_key
+
+    if not _db_call(db_url, revoke_key, key_id):
+        raise click.ClickException(f"no active key with id {key_id}")
+    click.echo(f"revoked {key_id}")

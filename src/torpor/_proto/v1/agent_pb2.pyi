@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AgentMessage(_message.Message):
-    __slots__ = ("register", "heartbeat", "run_started", "run_exited", "checkpoint_recorded", "log", "wait_requested", "child_trigger", "metadata", "command_failed")
+    __slots__ = ("register", "heartbeat", "run_started", "run_exited", "checkpoint_recorded", "log", "wait_requested", "child_trigger", "metadata", "command_failed", "run_resumed", "token_registered")
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     RUN_STARTED_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,8 @@ class AgentMessage(_message.Message):
     CHILD_TRIGGER_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FAILED_FIELD_NUMBER: _ClassVar[int]
+    RUN_RESUMED_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_REGISTERED_FIELD_NUMBER: _ClassVar[int]
     register: Register
     heartbeat: Heartbeat
     run_started: RunStarted
@@ -29,7 +31,9 @@ class AgentMessage(_message.Message):
     child_trigger: ChildTrigger
     metadata: MetadataUpdate
     command_failed: CommandFailed
-    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., run_started: _Optional[_Union[RunStarted, _Mapping]] = ..., run_exited: _Optional[_Union[RunExited, _Mapping]] = ..., checkpoint_recorded: _Optional[_Union[CheckpointRecorded, _Mapping]] = ..., log: _Optional[_Union[LogData, _Mapping]] = ..., wait_requested: _Optional[_Union[WaitRequested, _Mapping]] = ..., child_trigger: _Optional[_Union[ChildTrigger, _Mapping]] = ..., metadata: _Optional[_Union[MetadataUpdate, _Mapping]] = ..., command_failed: _Optional[_Union[CommandFailed, _Mapping]] = ...) -> None: ...
+    run_resumed: RunResumed
+    token_registered: TokenRegistered
+    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., run_started: _Optional[_Union[RunStarted, _Mapping]] = ..., run_exited: _Optional[_Union[RunExited, _Mapping]] = ..., checkpoint_recorded: _Optional[_Union[CheckpointRecorded, _Mapping]] = ..., log: _Optional[_Union[LogData, _Mapping]] = ..., wait_requested: _Optional[_Union[WaitRequested, _Mapping]] = ..., child_trigger: _Optional[_Union[ChildTrigger, _Mapping]] = ..., metadata: _Optional[_Union[MetadataUpdate, _Mapping]] = ..., command_failed: _Optional[_Union[CommandFailed, _Mapping]] = ..., run_resumed: _Optional[_Union[RunResumed, _Mapping]] = ..., token_registered: _Optional[_Union[TokenRegistered, _Mapping]] = ...) -> None: ...
 
 class Register(_message.Message):
     __slots__ = ("name", "facts", "slots", "labels", "holding")
@@ -183,6 +187,24 @@ class MetadataUpdate(_message.Message):
     run: RunRef
     metadata_json: str
     def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., metadata_json: _Optional[str] = ...) -> None: ...
+
+class RunResumed(_message.Message):
+    __slots__ = ("run", "wait_id")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    WAIT_ID_FIELD_NUMBER: _ClassVar[int]
+    run: RunRef
+    wait_id: str
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., wait_id: _Optional[str] = ...) -> None: ...
+
+class TokenRegistered(_message.Message):
+    __slots__ = ("run", "token_id", "timeout_unix")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    run: RunRef
+    token_id: str
+    timeout_unix: float
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., token_id: _Optional[str] = ..., timeout_unix: _Optional[float] = ...) -> None: ...
 
 class CommandFailed(_message.Message):
     __slots__ = ("run", "command", "error", "request_id")

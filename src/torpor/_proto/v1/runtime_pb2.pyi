@@ -53,20 +53,18 @@ class RunContext(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., version: _Optional[str] = ..., started_at_unix: _Optional[float] = ..., payload_json: _Optional[str] = ..., module: _Optional[str] = ..., function: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class RuntimeWait(_message.Message):
-    __slots__ = ("wait_id", "pid", "until_unix", "token_id", "children", "token_timeout_unix")
+    __slots__ = ("wait_id", "until_unix", "token_id", "children", "token_timeout_unix")
     WAIT_ID_FIELD_NUMBER: _ClassVar[int]
-    PID_FIELD_NUMBER: _ClassVar[int]
     UNTIL_UNIX_FIELD_NUMBER: _ClassVar[int]
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     CHILDREN_FIELD_NUMBER: _ClassVar[int]
     TOKEN_TIMEOUT_UNIX_FIELD_NUMBER: _ClassVar[int]
     wait_id: str
-    pid: int
     until_unix: float
     token_id: str
     children: ChildList
     token_timeout_unix: float
-    def __init__(self, wait_id: _Optional[str] = ..., pid: _Optional[int] = ..., until_unix: _Optional[float] = ..., token_id: _Optional[str] = ..., children: _Optional[_Union[ChildList, _Mapping]] = ..., token_timeout_unix: _Optional[float] = ...) -> None: ...
+    def __init__(self, wait_id: _Optional[str] = ..., until_unix: _Optional[float] = ..., token_id: _Optional[str] = ..., children: _Optional[_Union[ChildList, _Mapping]] = ..., token_timeout_unix: _Optional[float] = ...) -> None: ...
 
 class ChildList(_message.Message):
     __slots__ = ("run_ids",)
@@ -99,8 +97,10 @@ class RuntimeTriggerItem(_message.Message):
     def __init__(self, task: _Optional[str] = ..., payload_json: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RuntimeCheckpoint(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("wait_id",)
+    WAIT_ID_FIELD_NUMBER: _ClassVar[int]
+    wait_id: str
+    def __init__(self, wait_id: _Optional[str] = ...) -> None: ...
 
 class RuntimeMetadata(_message.Message):
     __slots__ = ("metadata_json",)

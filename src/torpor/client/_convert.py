@@ -1,0 +1,71 @@
+"""Messages as plain JSON-ready dicts (what ``--json`` prints)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from torpor._proto.v1 import common_pb2, coordinator_pb2
+
+
+def _time(msg: Any, field: str) -> str | None:
+    if not msg.HasField(field):
+        return None
+    return getattr(msg, field).ToDatetime().isoformat(timespec="milliseconds") + "Z"
+
+
+def _json(text: str) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def run_dict(run: common_pb2.Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "task": run.task,
+        "version": run.version,
+        "status": common_pb2.RunStatus.Name(run.status),
+        "attempt": run.attempt,
+        "payload": _json(run.payload_json),
+        "output": _json(run.output_json),
+        "error": run.error or None,
+        "traceback": run.traceback or None,
+        "tags": list(run.tags),
+        "queue": run.queue,
+        "concurrency_key": run.concurrency_key or None,
+        "idempotency_key": run.idempotency_key or None,
+        "parent_run_id": run.parent_run_id or None,
+        "agent": run.agent or None,
+        "generation": run.generation,
+        "metadata": _json(run.metadata_json),
+        "created_at": _time(run, "created_at"),
+        "started_at": _time(run, "started_at"),
+        "finished_at": _time(run, "finished_at"),
+        "checkpoints": [checkpoint_dict(c) for c in run.checkpoints],
+        "attempts": [
+            {"number": a.number, "status": common_pb2.RunStatus.Name(a.status), "error": a.error or None,
+             "agent": a.agent or None, "started_at": _time(a, "started_at"), "finished_at": _time(a, "finished_at")}
+            for a in run.attempts
+        ],
+        "events": [
+            {"time": _time(e, "time"), "type": e.type, "detail": e.detail, "agent": e.agent or None, "attempt": e.attempt}
+            for e in run.events
+        ],
+    }
+
+
+def checkpoint_dict(c: common_pb2.Checkpoint) -> dict[str, Any]:
+    return {"id": c.id, "kind": common_pb2.CheckpointKind.Name(c.kind), "size_bytes": c.size_bytes,
+            "raw_bytes": c.raw_bytes, "duration_ms": c.duration_ms, "agent": c.agent, "location": c.location,
+            "generation": c.generation, "created_at": _time(c, "created_at")}
+
+
+def agent_dict(a: coordinator_pb2.AgentInfo) -> dict[str, Any]:
+    return {"name": a.name, "alive": a.alive, "slots": a.slots, "slots_used": a.slots_used, "labels": dict(a.labels),
+            "hostname": a.facts.hostname, "cpus": a.facts.cpus, "memory_bytes": a.facts.memory_bytes,
+            "criu_version": a.facts.criu_version, "lease_expires_at": _time(a, "lease_expires_at"),
+            "connected_at": _time(a, "connected_at")}

@@ -1,0 +1,218 @@
+"""The coordinator side of ``torpor.v1.AgentChannel``: one bidirectional stream per agent.
+
+The stream's handler thread writes commands; a reader thread applies the
+agent's reports in the order they were sent (a checkpoint is recorded before
+the exit that follows it).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from typing import Callable, Iterator
+
+import grpc
+
+from torpor._errors import ConfigError, TorporError
+from torpor._logging import bind
+from torpor._proto.v1 import agent_pb2, agent_pb2_grpc
+from torpor.coordinator import _reports as reports
+from torpor.coordinator._config import CoordinatorConfig
+from torpor.coordinator._db import Database
+from torpor.coordinator._states import TransitionError
+from torpor.coordinator._triggers import NewRun, check_batch, create_runs
+
+log = logging.getLogger(__name__)
+
+_CLOSE = object()
+
+
+# message kind -> (handler in _reports, whether it may free a slot or a run to place)
+_REPORTS = {
+    "run_started": (reports.run_started, False),
+    "run_exited": (reports.run_exited, True),
+    "checkpoint_recorded": (reports.checkpoint_recorded, False),
+    "log": (reports.log_data, False),
+    "wait_requested": (reports.wait_requested, False),
+    "run_resumed": (reports.run_resumed, False),
+    "token_registered": (reports.token_registered, False),
+    "metadata": (reports.metadata, False),
+    "command_failed": (reports.command_failed, True),
+}
+_NEED_MAX_FAILURES = (reports.run_exited, reports.command_failed)
+
+
+class Session:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.id = uuid.uuid4().hex
+        self.outq: queue.Queue[object] = queue.Queue()
+        self.closed = threading.Event()
+
+    def send(self, msg: agent_pb2.CoordinatorMessage) -> bool:
+        if self.closed.is_set():
+            return False
+        self.outq.put(msg)
+        return True
+
+    def close(self) -> None:
+        if not self.closed.is_set():
+            self.closed.set()
+            self.outq.put(_CLOSE)
+
+
+class Sessions:
+    """Agents whose stream ends at this coordinator."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_name: dict[str, Session] = {}
+
+    def add(self, session: Session) -> None:
+        with self._lock:
+            old = self._by_name.get(session.name)
+            self._by_name[session.name] = session
+        if old is not None:
+            old.close()
+
+    def remove(self, session: Session) -> None:
+        with self._lock:
+            if self._by_name.get(session.name) is session:
+                del self._by_name[session.name]
+
+    def is_local(self, name: str) -> bool:
+        with self._lock:
+            return name in self._by_name
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._by_name)
+
+    def send(self, name: str, msg: agent_pb2.CoordinatorMessage) -> bool:
+        with self._lock:
+            session = self._by_name.get(name)
+        return session.send(msg) if session is not None else False
+
+    def close_all(self) -> None:
+        with self._lock:
+            sessions = list(self._by_name.values())
+        for s in sessions:
+            s.close()
+
+
+class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
+    def __init__(self, db: Database, config: CoordinatorConfig, coordinator_id: str, sessions: Sessions,
+                 on_connect: Callable[[str], None], wake: Callable[[], None]) -> None:
+        self._db = db
+        self._config = config
+        self._id = coordinator_id
+        self._sessions = sessions
+        self._on_connect = on_connect
+        self._wake = wake
+
+    def Connect(self, request_iterator: Iterator[agent_pb2.AgentMessage], context: grpc.ServicerContext) -> Iterator[agent_pb2.CoordinatorMessage]:
+        try:
+            first = next(request_iterator)
+        except StopIteration:
+            return
+        if first.WhichOneof("msg") != "register":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message on the agent channel must be Register")
+        reg = first.register
+        if not reg.name or reg.slots < 0:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Register needs a name and a slot count of 0 or more")
+        session = Session(reg.name)
+        bind(agent=reg.name)
+        fence = self._db.run(reports.register, self._id, session.id, reg, self._config.lease_seconds)
+        self._sessions.add(session)
+        log.info("agent %s connected with %d slots", reg.name, reg.slots)
+        yield agent_pb2.CoordinatorMessage(registered=agent_pb2.Registered(
+            lease_seconds=self._config.lease_seconds, heartbeat_seconds=self._config.heartbeat_seconds))
+        for msg in fence:
+            yield msg
+        reader = threading.Thread(target=self._read, args=(session, request_iterator), name=f"agent-{reg.name}", daemon=True)
+        reader.start()
+        self._on_connect(reg.name)
+        self._wake()
+        try:
+            while context.is_active():
+                try:
+                    item = session.outq.get(timeout=1.0)
+                except queue.Empty:
+                    continue
+                if item is _CLOSE:
+                    break
+                yield item  # type: ignore[misc]
+        finally:
+            session.close()
+            self._sessions.remove(session)
+            try:
+                self._db.run(reports.disconnected, reg.name, session.id)
+            except TorporError:
+                log.exception("could not record that agent %s disconnected", reg.name)
+            log.info("agent %s disconnected", reg.name)
+
+    def _read(self, session: Session, request_iterator: Iterator[agent_pb2.AgentMessage]) -> None:
+        bind(agent=session.name)
+        try:
+            for msg in request_iterator:
+                if session.closed.is_set():
+                    return
+                try:
+                    for reply in self._handle(session, msg):
+                        session.send(reply)
+                except reports.Superseded:
+                    log.warning("agent %s registered again elsewhere; closing this stream", session.name)
+                    return
+                except TransitionError as exc:
+                    log.warning("agent %s: ignored %s: %s", session.name, msg.WhichOneof("msg"), exc)
+                except TorporError as exc:
+                    log.warning("agent %s: refused %s: %s", session.name, msg.WhichOneof("msg"), exc)
+                except Exception:
+                    log.exception("agent %s: handling %s failed", session.name, msg.WhichOneof("msg"))
+        except grpc.RpcError:
+            pass  # the stream ended under us
+        except Exception:
+            log.exception("agent %s: reader failed", session.name)
+        finally:
+            session.close()
+
+    def _handle(self, session: Session, msg: agent_pb2.AgentMessage) -> list[agent_pb2.CoordinatorMessage]:
+        kind = msg.WhichOneof("msg")
+        cfg = self._config
+        if kind == "heartbeat":
+            return self._db.run(reports.heartbeat, session.name, session.id, msg.heartbeat, cfg.lease_seconds,
+                                cfg.max_host_failures)
+        if kind == "child_trigger":
+            return [self._child_trigger(session.name, msg.child_trigger)]
+        if kind not in _REPORTS:
+            raise ConfigError("Register may only be the first message of a stream" if kind == "register"
+                              else f"unknown agent message {kind!r}")
+        handler, frees_slot = _REPORTS[kind]
+        extra = (cfg.max_host_failures,) if handler in _NEED_MAX_FAILURES else ()
+        out = self._db.run(handler, session.name, getattr(msg, kind), *extra)
+        if frees_slot:
+            self._wake()
+        return out
+
+    def _child_trigger(self, agent: str, m: agent_pb2.ChildTrigger) -> agent_pb2.CoordinatorMessage:
+        reply = agent_pb2.ChildTriggered(run=m.run, request_id=m.request_id)
+        items = [
+            NewRun(task=i.task, payload_json=i.payload_json or "null", idempotency_key=i.idempotency_key,
+                   tags=list(i.tags), queue=i.queue, concurrency_key=i.concurrency_key, parent_run_id=m.run.run_id)
+            for i in m.items
+        ]
+        try:
+            check_batch(items, self._config.limits)
+            created = self._db.run(_create_children, agent, m.run, items, self._config)
+            reply.run_ids.extend(created)
+        except TorporError as exc:
+            reply.error = exc.message
+        return agent_pb2.CoordinatorMessage(child_triggered=reply)
+
+
+def _create_children(cur, agent: str, ref: agent_pb2.RunRef, items: list[NewRun], config: CoordinatorConfig) -> list[str]:
+    if reports._current(cur, agent, ref) is None:
+        raise ConfigError(f"run {ref.run_id} generation {ref.generation} is not current on {agent}")
+    return [row["id"] for row, _ in create_runs(cur, items, config.limits)]

@@ -1,0 +1,89 @@
+"""Commands to agents, committed with the state change that caused them.
+
+``enqueue`` inserts the command in the caller's transaction and notifies;
+whichever coordinator holds that agent's stream drains its rows, in order, onto
+the stream. A command for an agent that never comes back is dropped when its
+lease is declared lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+from torpor._proto.v1 import agent_pb2
+from torpor.coordinator._db import Cursor, Database
+
+log = logging.getLogger(__name__)
+
+
+def enqueue(cur: Cursor, agent: str, message: agent_pb2.CoordinatorMessage) -> None:
+    cur.execute(
+        "INSERT INTO agent_commands (agent, payload) VALUES (%s, %s)",
+        (agent, message.SerializeToString()),
+    )
+    cur.execute("SELECT pg_notify('torpor', %s)", ("cmd:" + agent,))
+
+
+def kill(cur: Cursor, agent: str | None, run_id: str, generation: int, reason: str) -> None:
+    if agent:
+        enqueue(cur, agent, agent_pb2.CoordinatorMessage(
+            kill=agent_pb2.KillRun(run=agent_pb2.RunRef(run_id=run_id, generation=generation), reason=reason)))
+
+
+def _take(cur: Cursor, agent: str) -> list[bytes]:
+    cur.execute("DELETE FROM agent_commands WHERE agent = %s RETURNING id, payload", (agent,))
+    return [bytes(r["payload"]) for r in sorted(cur.fetchall(), key=lambda r: r["id"])]
+
+
+class Deliverer:
+    """A thread that drains the outbox of agents connected here, when told to."""
+
+    def __init__(self, db: Database, is_local: Callable[[str], bool], send: Callable[[str, agent_pb2.CoordinatorMessage], bool]) -> None:
+        self._db = db
+        self._is_local = is_local
+        self._send = send
+        self._pending: set[str] = set()
+        self._cv = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name="torpor-outbox", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopped = True
+            self._cv.notify_all()
+        self._thread.join(timeout=5)
+
+    def kick(self, agent: str) -> None:
+        if not self._is_local(agent):
+            return
+        with self._cv:
+            self._pending.add(agent)
+            self._cv.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._pending and not self._stopped:
+                    self._cv.wait()
+                if self._stopped:
+                    return
+                agents, self._pending = self._pending, set()
+            for agent in agents:
+                try:
+                    self._drain(agent)
+                except Exception:  # keep delivering to the others; the periodic kick retries
+                    log.exception("delivering commands to agent %s failed", agent)
+
+    def _drain(self, agent: str) -> None:
+        if not self._is_local(agent):
+            return
+        for payload in self._db.run(_take, agent):
+            msg = agent_pb2.CoordinatorMessage()
+            msg.ParseFromString(payload)
+            if not self._send(agent, msg):
+                log.warning("agent %s went away with commands undelivered; its lease decides what happens", agent)

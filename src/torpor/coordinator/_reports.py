@@ -1,0 +1,252 @@
+"""What agents report, applied to the database. Each handler is one transaction.
+
+Every run-scoped report names (run_id, generation). A report whose generation
+is not the run's current one, or from an agent the run is not on, is stale:
+it changes nothing, and where the sender still holds a live container for it
+the reply is KillRun(reason="stale_generation") (fencing).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from psycopg import sql
+
+from torpor._errors import ConfigError
+from torpor._proto.v1 import agent_pb2, common_pb2
+from torpor.coordinator import _lifecycle as life
+from torpor.coordinator import _waits
+from torpor.coordinator._db import Cursor
+from torpor.coordinator._states import (
+    CANCELED,
+    ON_AGENT,
+    RESTORING,
+    RUNNING,
+    STARTING,
+    SUSPENDING,
+    TransitionError,
+    add_event,
+    lock_run,
+    notify,
+    notify_run,
+    transition,
+)
+
+log = logging.getLogger(__name__)
+
+Replies = list[agent_pb2.CoordinatorMessage]
+
+EXEC_DEADLINE = sql.SQL(
+    "CASE WHEN max_duration > 0 THEN now() + make_interval(secs => GREATEST(0, max_duration - exec_seconds)) END"
+)
+
+
+class Superseded(Exception):
+    """This stream's agent registered again on a newer stream; the old one must close."""
+
+
+def kill_message(run_id: str, generation: int, reason: str) -> agent_pb2.CoordinatorMessage:
+    return agent_pb2.CoordinatorMessage(
+        kill=agent_pb2.KillRun(run=agent_pb2.RunRef(run_id=run_id, generation=generation), reason=reason))
+
+
+def _current(cur: Cursor, agent: str, ref: agent_pb2.RunRef) -> dict[str, Any] | None:
+    """The locked run if ``ref`` is its current generation on ``agent``; None when stale."""
+    run = lock_run(cur, ref.run_id)
+    if run is None or run["generation"] != ref.generation or run["agent"] != agent:
+        return None
+    return run
+
+
+def _fence(cur: Cursor, agent: str, holding: list[agent_pb2.RunRef]) -> Replies:
+    replies: Replies = []
+    for ref in holding:
+        cur.execute("SELECT status, generation, agent FROM runs WHERE id = %s", (ref.run_id,))
+        run = cur.fetchone()
+        if run is None or run["generation"] != ref.generation or run["agent"] != agent:
+            replies.append(kill_message(ref.run_id, ref.generation, "stale_generation"))
+        elif run["status"] not in ON_AGENT:
+            replies.append(kill_message(ref.run_id, ref.generation, "canceled" if run["status"] == CANCELED else "stale_generation"))
+    return replies
+
+
+def register(cur: Cursor, coordinator_id: str, session_id: str, reg: agent_pb2.Register, lease: float) -> Replies:
+    cur.execute(
+        "INSERT INTO agents (name, coordinator_id, session_id, slots, facts, labels, alive, lease_expires_at,"
+        " connected_at, last_heartbeat_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, true, now() + make_interval(secs => %s), now(), now())"
+        " ON CONFLICT (name) DO UPDATE SET coordinator_id = EXCLUDED.coordinator_id, session_id = EXCLUDED.session_id,"
+        " slots = EXCLUDED.slots, facts = EXCLUDED.facts, labels = EXCLUDED.labels, alive = true,"
+        " lease_expires_at = EXCLUDED.lease_expires_at, connected_at = now(), last_heartbeat_at = now()",
+        (reg.name, coordinator_id, session_id, reg.slots, reg.facts.SerializeToString(),
+         json.dumps(dict(reg.labels)), lease),
+    )
+    notify(cur, "wake")
+    return _fence(cur, reg.name, list(reg.holding))
+
+
+def disconnected(cur: Cursor, agent: str, session_id: str) -> None:
+    cur.execute("UPDATE agents SET coordinator_id = NULL WHERE name = %s AND session_id = %s", (agent, session_id))
+
+
+def heartbeat(cur: Cursor, agent: str, session_id: str, hb: agent_pb2.Heartbeat, lease: float, max_failures: int) -> Replies:
+    cur.execute(
+        "UPDATE agents SET lease_expires_at = now() + make_interval(secs => %s), alive = true, slots_used = %s,"
+        " facts = CASE WHEN %s THEN %s ELSE facts END, last_heartbeat_at = now()"
+        " WHERE name = %s AND session_id = %s RETURNING name",
+        (lease, hb.slots_used, hb.HasField("facts"), hb.facts.SerializeToString(), agent, session_id),
+    )
+    if cur.fetchone() is None:
+        raise Superseded(agent)
+    replies = _fence(cur, agent, list(hb.holding))
+    # Runs placed here long enough ago that the agent should list them, but does not: lost
+    # (a command that never arrived, a container that vanished unreported).
+    held = [ref.run_id for ref in hb.holding]
+    cur.execute(
+        "SELECT id FROM runs WHERE agent = %s AND status IN ('STARTING', 'RUNNING', 'SUSPENDING', 'RESTORING')"
+        " AND NOT (id = ANY(%s)) AND updated_at < now() - make_interval(secs => %s)",
+        (agent, held, lease),
+    )
+    for row in cur.fetchall():
+        run = lock_run(cur, row["id"])
+        if run is not None and run["agent"] == agent and run["status"] in ON_AGENT:
+            life.host_failure(cur, run, f"agent {agent} no longer holds the run", max_failures=max_failures)
+    return replies
+
+
+def run_started(cur: Cursor, agent: str, m: agent_pb2.RunStarted) -> Replies:
+    run = _current(cur, agent, m.run)
+    if run is None or run["status"] not in (STARTING, RESTORING):
+        if run is not None and run["status"] == RUNNING:
+            return []  # a repeated report
+        return [kill_message(m.run.run_id, m.run.generation, "stale_generation")]
+    detail = (f"from checkpoint {m.checkpoint_id} in {m.restore_ms} ms" if m.restored
+              else f"attempt {run['attempt']}")
+    transition(cur, run["id"], RUNNING, event="restored" if m.restored else "started", detail=detail,
+               only_from={STARTING, RESTORING}, generation=run["generation"], waiting_on=None,
+               exec_started_at=sql.SQL("now()"), exec_deadline=EXEC_DEADLINE)
+    cur.execute("UPDATE attempts SET status = 'RUNNING' WHERE run_id = %s AND number = %s", (run["id"], run["attempt"]))
+    return []
+
+
+def run_resumed(cur: Cursor, agent: str, m: agent_pb2.RunResumed) -> Replies:
+    run = _current(cur, agent, m.run)
+    if run is None:
+        return [kill_message(m.run.run_id, m.run.generation, "stale_generation")]
+    transition(cur, run["id"], RUNNING, event="resumed", detail=f"woken in place from wait {m.wait_id}",
+               only_from={SUSPENDING}, generation=run["generation"], waiting_on=None,
+               exec_started_at=sql.SQL("now()"), exec_deadline=EXEC_DEADLINE)
+    return []
+
+
+def run_exited(cur: Cursor, agent: str, m: agent_pb2.RunExited, max_failures: int) -> Replies:
+    run = _current(cur, agent, m.run)
+    if run is None or run["status"] not in ON_AGENT:
+        return []  # stale, or already settled (canceled, timed out): the container is gone either way
+    code = m.exit_code
+    if run["status"] == RESTORING:
+        life.host_failure(cur, run, f"restore failed: the container exited with code {code} ({m.reason or 'no reason'})",
+                          max_failures=max_failures)
+    elif run["status"] == SUSPENDING and m.reason == "suspended":
+        cur.execute(
+            "SELECT id FROM checkpoints WHERE run_id = %s AND generation = %s AND kind = 'SUSPEND' AND wait_id = %s",
+            (run["id"], run["generation"], run["waiting_on"]),
+        )
+        if cur.fetchone() is not None:
+            life.suspended(cur, run)
+        else:
+            life.host_failure(cur, run, "exited as suspended but no suspend checkpoint was recorded",
+                              max_failures=max_failures)
+    elif m.has_result and not m.error:
+        life.complete(cur, run, m.output_json)
+    elif m.has_result:
+        life.attempt_failed(cur, run, error=m.error, traceback=m.traceback or None, final="FAILED", event="attempt_failed")
+    elif m.reason in ("oom", "killed"):
+        life.host_failure(cur, run, f"the container was {'OOM-' if m.reason == 'oom' else ''}killed (exit code {code})",
+                          max_failures=max_failures)
+    elif m.reason == "timed_out":
+        life.attempt_failed(cur, run, error="timed out on the agent", traceback=None, final="TIMED_OUT", event="timed_out")
+    else:
+        life.attempt_failed(cur, run, error=f"the task process exited with code {code} without a result"
+                            + (f" ({m.reason})" if m.reason else ""),
+                            traceback=None, final="CRASHED", event="crashed")
+    return []
+
+
+def checkpoint_recorded(cur: Cursor, agent: str, m: agent_pb2.CheckpointRecorded) -> Replies:
+    run = _current(cur, agent, m.run)
+    if run is None:
+        return [kill_message(m.run.run_id, m.run.generation, "stale_generation")]
+    c = m.checkpoint
+    if not c.id or not c.location:
+        raise ConfigError("a recorded checkpoint needs an id and a location")
+    kind = common_pb2.CheckpointKind.Name(c.kind) if c.kind else "PERIODIC"
+    cur.execute(
+        "INSERT INTO checkpoints (run_id, id, kind, size_bytes, raw_bytes, duration_ms, agent, location, generation,"
+        " attempt, wait_id, request_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (run_id, id) DO NOTHING",
+        (run["id"], c.id, kind, c.size_bytes, c.raw_bytes, c.duration_ms, agent, c.location, run["generation"],
+         run["attempt"], run["waiting_on"] if kind == "SUSPEND" else None, m.request_id or None),
+    )
+    add_event(cur, run, "checkpoint", f"{kind} {c.id}: {c.size_bytes} bytes in {c.duration_ms} ms", agent=agent,
+              ref=m.request_id or None)
+    notify_run(cur, run["id"])
+    return []
+
+
+def log_data(cur: Cursor, agent: str, m: agent_pb2.LogData) -> Replies:
+    cur.execute("SELECT generation, attempt FROM runs WHERE id = %s", (m.run.run_id,))
+    run = cur.fetchone()
+    if run is None or run["generation"] != m.run.generation:
+        return []
+    cur.execute("INSERT INTO log_chunks (run_id, attempt, stream, data) VALUES (%s, %s, %s, %s)",
+                (m.run.run_id, m.attempt or run["attempt"], m.stream or "stdout", m.data))
+    notify(cur, "log:" + m.run.run_id)
+    return []
+
+
+def wait_requested(cur: Cursor, agent: str, m: agent_pb2.WaitRequested) -> Replies:
+    run = _current(cur, agent, m.run)
+    if run is None:
+        return [kill_message(m.run.run_id, m.run.generation, "stale_generation")]
+    if run["status"] == SUSPENDING and run["waiting_on"] == m.wait_id:
+        return []  # repeated
+    if run["status"] != RUNNING:
+        raise TransitionError(run["id"], run["status"], SUSPENDING)
+    _waits.request_wait(cur, run, m)
+    return []
+
+
+def token_registered(cur: Cursor, agent: str, m: agent_pb2.TokenRegistered) -> Replies:
+    run = _current(cur, agent, m.run)
+    if run is None:
+        return [kill_message(m.run.run_id, m.run.generation, "stale_generation")]
+    _waits.register_token(cur, run, m.token_id, m.timeout_unix)
+    return []
+
+
+def metadata(cur: Cursor, agent: str, m: agent_pb2.MetadataUpdate) -> Replies:
+    run = _current(cur, agent, m.run)
+    if run is None:
+        return []
+    try:
+        json.loads(m.metadata_json)
+    except ValueError as exc:
+        raise ConfigError(f"metadata is not valid JSON: {exc}") from None
+    cur.execute("UPDATE runs SET metadata_json = %s, updated_at = now() WHERE id = %s", (m.metadata_json, run["id"]))
+    notify_run(cur, run["id"])
+    return []
+
+
+def command_failed(cur: Cursor, agent: str, m: agent_pb2.CommandFailed, max_failures: int) -> Replies:
+    run = _current(cur, agent, m.run)
+    if run is None:
+        return []
+    if m.command == "start" and run["status"] == STARTING or m.command == "restore" and run["status"] == RESTORING:
+        life.host_failure(cur, run, f"agent {agent} could not {m.command} the run: {m.error}", max_failures=max_failures)
+    else:
+        add_event(cur, run, f"{m.command or 'command'}_failed", m.error, agent=agent, ref=m.request_id or None)
+        notify_run(cur, run["id"])
+    return []

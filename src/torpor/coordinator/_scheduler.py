@@ -1,0 +1,230 @@
+"""Claiming runs for agents connected to this coordinator.
+
+One transaction per round: the agents here with free slots; the oldest
+claimable runs (QUEUED, or RESTORING without a host) whose (queue,
+concurrency_key) is below its limit; an advisory lock per limited group so two
+coordinators never both fill the last unit; the rows locked ``FOR UPDATE SKIP
+LOCKED`` and checked again, so two coordinators never claim one run; each
+claimed run gets a new generation and an agent. Commands go out after commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import defaultdict
+from typing import Any, Callable
+
+from torpor._proto.v1 import agent_pb2
+from torpor.coordinator._db import Cursor, Database
+from torpor.coordinator._lifecycle import latest_checkpoint
+from torpor.coordinator._states import QUEUED, TransitionError, add_event, notify_run
+from torpor.coordinator._triggers import parse_settings
+from torpor.coordinator._waits import wake_of
+
+log = logging.getLogger(__name__)
+
+ACTIVE = "agent IS NOT NULL AND status IN ('STARTING', 'RUNNING', 'SUSPENDING', 'RESTORING')"
+
+_CANDIDATES = f"""
+WITH busy AS (
+    SELECT queue, concurrency_key, count(*) AS n FROM runs
+    WHERE {ACTIVE} AND concurrency_limit > 0 GROUP BY 1, 2
+)
+SELECT r.id, r.queue, r.concurrency_key, r.concurrency_limit
+FROM runs r LEFT JOIN busy b ON b.queue = r.queue AND b.concurrency_key = r.concurrency_key
+WHERE (r.status = 'QUEUED' OR (r.status = 'RESTORING' AND r.agent IS NULL)) AND r.ready_at <= now()
+  AND (r.concurrency_limit = 0 OR COALESCE(b.n, 0) < r.concurrency_limit)
+ORDER BY r.ready_at, r.seq
+LIMIT %s
+"""
+
+_MY_AGENTS = """
+SELECT a.name, a.slots - (SELECT count(*) FROM runs r WHERE r.agent = a.name
+                          AND r.status IN ('STARTING', 'RUNNING', 'SUSPENDING', 'RESTORING')) AS free
+FROM agents a
+WHERE a.coordinator_id = %s AND a.alive AND a.lease_expires_at > now()
+FOR UPDATE OF a
+"""
+
+
+def _group_lock_key(queue: str, ckey: str) -> int:
+    """A signed 64-bit advisory lock key for one (queue, concurrency_key)."""
+    digest = hashlib.sha256(f"torpor-queue\0{queue}\0{ckey}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class Claim:
+    __slots__ = ("agent", "message")
+
+    def __init__(self, agent: str, message: agent_pb2.CoordinatorMessage) -> None:
+        self.agent = agent
+        self.message = message
+
+
+def claim_round(cur: Cursor, coordinator_id: str, *, max_claims: int = 256) -> list[Claim]:
+    cur.execute(_MY_AGENTS, (coordinator_id,))
+    free = {r["name"]: int(r["free"]) for r in cur.fetchall() if r["free"] > 0}
+    total = min(max_claims, sum(free.values()))
+    if total <= 0:
+        return []
+    cur.execute(_CANDIDATES, (total * 2 + 16,))
+    candidates = cur.fetchall()
+    if not candidates:
+        return []
+    # Limited groups: take the group's advisory lock, then count again, so the
+    # count cannot change under us until commit.
+    room: dict[tuple[str, str], int] = {}
+    for c in candidates:
+        group = (c["queue"], c["concurrency_key"])
+        if c["concurrency_limit"] <= 0 or group in room:
+            continue
+        cur.execute("SELECT pg_try_advisory_xact_lock(%s) AS ok", (_group_lock_key(*group),))
+        got = cur.fetchone()
+        if not got or not got["ok"]:
+            room[group] = 0
+            continue
+        cur.execute(f"SELECT count(*) AS n FROM runs WHERE {ACTIVE} AND queue = %s AND concurrency_key = %s", group)
+        n = cur.fetchone()
+        room[group] = max(0, c["concurrency_limit"] - (n["n"] if n else 0))
+    chosen: list[str] = []
+    for c in candidates:
+        group = (c["queue"], c["concurrency_key"])
+        if c["concurrency_limit"] > 0:
+            if room[group] <= 0:
+                continue
+            room[group] -= 1
+        chosen.append(c["id"])
+        if len(chosen) >= total:
+            break
+    if not chosen:
+        return []
+    cur.execute(
+        "SELECT * FROM runs WHERE id = ANY(%s) AND (status = 'QUEUED' OR (status = 'RESTORING' AND agent IS NULL))"
+        " FOR UPDATE SKIP LOCKED",
+        (chosen,),
+    )
+    locked = {r["id"]: r for r in cur.fetchall()}
+    claims: list[Claim] = []
+    specs: dict[tuple[str, str], Any] = {}
+    for run_id in chosen:
+        run = locked.get(run_id)
+        if run is None:
+            continue
+        agent = max(free, key=lambda a: free[a])
+        if free[agent] <= 0:
+            break
+        claim = _assign(cur, run, agent, specs)
+        if claim is not None:
+            free[agent] -= 1
+            claims.append(claim)
+    return claims
+
+
+def _task_spec(cur: Cursor, run: dict[str, Any], cache: dict[tuple[str, str], Any]) -> tuple[Any, str]:
+    key = (run["task"], run["version"])
+    if key not in cache:
+        cur.execute(
+            "SELECT t.settings, d.bundle_location FROM tasks t JOIN deployments d USING (version)"
+            " WHERE t.task_id = %s AND t.version = %s",
+            key,
+        )
+        row = cur.fetchone()
+        cache[key] = (parse_settings(row["settings"]) if row else None, row["bundle_location"] if row else "")
+    return cache[key]
+
+
+def _assign(cur: Cursor, run: dict[str, Any], agent: str, cache: dict[tuple[str, str], Any]) -> Claim | None:
+    generation = run["generation"] + 1
+    settings, bundle = _task_spec(cur, run, cache)
+    first_start = run["started_at"]
+    spec = agent_pb2.RunSpec(
+        run=agent_pb2.RunRef(run_id=run["id"], generation=generation), task=run["task"], version=run["version"],
+        bundle_location=bundle, payload_json=run["payload_json"], attempt=run["attempt"], settings=settings,
+        started_at_unix=first_start.timestamp() if first_start else time.time(),
+    )
+    if run["status"] == QUEUED:
+        cur.execute(
+            "UPDATE runs SET status = 'STARTING', agent = %s, generation = %s, updated_at = now(),"
+            " started_at = COALESCE(started_at, now()) WHERE id = %s AND status = 'QUEUED'",
+            (agent, generation, run["id"]),
+        )
+        cur.execute(
+            "INSERT INTO attempts (run_id, number, status, agent) VALUES (%s, %s, 'STARTING', %s)"
+            " ON CONFLICT (run_id, number) DO UPDATE SET agent = EXCLUDED.agent, status = 'STARTING', started_at = now()",
+            (run["id"], run["attempt"], agent),
+        )
+        add_event(cur, run, "starting", f"attempt {run['attempt']}, generation {generation}", agent=agent)
+        notify_run(cur, run["id"])
+        return Claim(agent, agent_pb2.CoordinatorMessage(start=agent_pb2.StartRun(spec=spec)))
+    ckpt = latest_checkpoint(cur, run)
+    if ckpt is None:
+        # Nothing to restore from any more: the attempt starts over.
+        cur.execute(
+            "UPDATE runs SET status = 'QUEUED', exec_seconds = 0, waiting_on = NULL, updated_at = now() WHERE id = %s",
+            (run["id"],),
+        )
+        add_event(cur, run, "host_lost", "no checkpoint left to restore from; restarting the attempt")
+        return None
+    restore = agent_pb2.RestoreRun(spec=spec, checkpoint_location=ckpt["location"], checkpoint_id=ckpt["id"])
+    if ckpt["kind"] == "SUSPEND" and ckpt["wait_id"]:
+        cur.execute("SELECT * FROM waitpoints WHERE run_id = %s AND attempt = %s AND wait_id = %s",
+                    (run["id"], run["attempt"], ckpt["wait_id"]))
+        wp = cur.fetchone()
+        if wp is not None and wp["resolved_at"] is not None:
+            restore.wake.CopyFrom(wake_of({**run, "generation": generation}, wp))
+    cur.execute(
+        "UPDATE runs SET agent = %s, generation = %s, updated_at = now() WHERE id = %s AND status = 'RESTORING'",
+        (agent, generation, run["id"]),
+    )
+    add_event(cur, run, "restoring", f"from checkpoint {ckpt['id']}, generation {generation}", agent=agent)
+    notify_run(cur, run["id"])
+    return Claim(agent, agent_pb2.CoordinatorMessage(restore=restore))
+
+
+class Scheduler:
+    """A thread that runs claim rounds when woken (trigger, slot freed, wait over) or every poll period."""
+
+    def __init__(self, db: Database, coordinator_id: str, send: Callable[[str, agent_pb2.CoordinatorMessage], bool], *, poll: float) -> None:
+        self._db = db
+        self._id = coordinator_id
+        self._send = send
+        self._poll = poll
+        self._event = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="torpor-scheduler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._event.set()
+        self._thread.join(timeout=5)
+
+    def wake(self) -> None:
+        self._event.set()
+
+    def _loop(self) -> None:
+        while not self._stopped.is_set():
+            self._event.wait(self._poll)
+            self._event.clear()
+            if self._stopped.is_set():
+                return
+            try:
+                while not self._stopped.is_set():
+                    claims = self._db.run(claim_round, self._id)
+                    by_agent: dict[str, int] = defaultdict(int)
+                    for claim in claims:
+                        by_agent[claim.agent] += 1
+                        if not self._send(claim.agent, claim.message):
+                            log.warning("agent %s went away before its command was sent; its lease decides", claim.agent)
+                    if not claims:
+                        break
+            except TransitionError:
+                log.exception("scheduler round lost a race")
+            except Exception:
+                log.exception("scheduler round failed")
+                self._stopped.wait(0.5)

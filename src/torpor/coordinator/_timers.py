@@ -1,0 +1,149 @@
+"""The timer loop: every tick, each coordinator claims due work with SKIP LOCKED.
+
+Due retries (RETRY_WAIT → QUEUED), due waitpoints (time, token timeouts),
+expired agent leases (host lost), spent max_duration (TIMED_OUT), and now and
+then the janitor: expired idempotency keys, released snapshots in the store.
+Recovery only moves rows; starting anything is left to the scheduler, so a
+duplicate recovery is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from torpor.coordinator import _lifecycle as life
+from torpor.coordinator._db import Cursor, Database
+from torpor.coordinator._states import ON_AGENT, RETRY_WAIT, lock_run, notify
+from torpor.coordinator._waits import resolve_due
+
+log = logging.getLogger(__name__)
+
+
+def retries_due(cur: Cursor, limit: int = 200) -> int:
+    cur.execute(
+        "SELECT * FROM runs WHERE status = 'RETRY_WAIT' AND ready_at <= now() ORDER BY ready_at LIMIT %s"
+        " FOR UPDATE SKIP LOCKED",
+        (limit,),
+    )
+    rows = cur.fetchall()
+    for run in rows:
+        if run["status"] == RETRY_WAIT:
+            life.retry_due(cur, run)
+    if rows:
+        notify(cur, "wake")
+    return len(rows)
+
+
+def leases_expired(cur: Cursor, max_failures: int) -> int:
+    cur.execute(
+        "SELECT name FROM agents WHERE alive AND lease_expires_at < now() LIMIT 50 FOR UPDATE SKIP LOCKED"
+    )
+    agents = [r["name"] for r in cur.fetchall()]
+    for name in agents:
+        cur.execute("UPDATE agents SET alive = false, coordinator_id = NULL WHERE name = %s", (name,))
+        cur.execute("DELETE FROM agent_commands WHERE agent = %s", (name,))
+        cur.execute(
+            "SELECT id FROM runs WHERE agent = %s AND status IN ('STARTING', 'RUNNING', 'SUSPENDING', 'RESTORING')"
+            " ORDER BY seq",
+            (name,),
+        )
+        for row in cur.fetchall():
+            run = lock_run(cur, row["id"])
+            if run is not None and run["agent"] == name and run["status"] in ON_AGENT:
+                life.host_failure(cur, run, f"agent {name} lost its lease", max_failures=max_failures)
+        log.warning("agent %s lost its lease; its runs were moved", name)
+    if agents:
+        notify(cur, "wake")
+    return len(agents)
+
+
+def deadlines_passed(cur: Cursor, limit: int = 100) -> int:
+    cur.execute(
+        "SELECT * FROM runs WHERE exec_deadline <= now() AND status = 'RUNNING' ORDER BY exec_deadline LIMIT %s"
+        " FOR UPDATE SKIP LOCKED",
+        (limit,),
+    )
+    rows = cur.fetchall()
+    for run in rows:
+        life.timed_out(cur, run)
+    if rows:
+        notify(cur, "wake")
+    return len(rows)
+
+
+def expire_keys(cur: Cursor) -> int:
+    cur.execute("DELETE FROM idempotency_keys WHERE expires_at <= now()")
+    return cur.rowcount
+
+
+def released_checkpoints(cur: Cursor, limit: int = 100) -> list[dict[str, Any]]:
+    cur.execute(
+        "SELECT run_id, id, location FROM checkpoints WHERE released_at IS NOT NULL AND deleted_at IS NULL"
+        " ORDER BY released_at LIMIT %s FOR UPDATE SKIP LOCKED",
+        (limit,),
+    )
+    return cur.fetchall()
+
+
+def mark_deleted(cur: Cursor, run_id: str, checkpoint_id: str) -> None:
+    cur.execute("UPDATE checkpoints SET deleted_at = now() WHERE run_id = %s AND id = %s", (run_id, checkpoint_id))
+
+
+def checkpoint_prefix(location: str) -> str:
+    """The store folder of a checkpoint, from the key of its manifest."""
+    return location.rsplit("/", 1)[0] + "/" if "/" in location else location
+
+
+class Timers:
+    def __init__(self, db: Database, *, tick: float, max_failures: int, store: Any | None,
+                 kick_local: Callable[[], None], janitor_every: float = 5.0) -> None:
+        self._db = db
+        self._tick = tick
+        self._max_failures = max_failures
+        self._store = store
+        self._kick_local = kick_local
+        self._janitor_every = janitor_every
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="torpor-timers", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=5)
+
+    def tick(self) -> None:
+        self._db.run(retries_due)
+        while self._db.run(resolve_due) >= 200:
+            pass
+        self._db.run(leases_expired, self._max_failures)
+        self._db.run(deadlines_passed)
+
+    def janitor(self) -> None:
+        self._db.run(expire_keys)
+        if self._store is None:
+            return
+        for row in self._db.run(released_checkpoints):
+            try:
+                self._store.delete_prefix(checkpoint_prefix(row["location"]))
+            except Exception as exc:  # the store is down: try again next time
+                log.warning("could not delete released checkpoint %s of %s: %s", row["id"], row["run_id"], exc)
+                return
+            self._db.run(mark_deleted, row["run_id"], row["id"])
+
+    def _loop(self) -> None:
+        next_janitor = time.monotonic() + self._janitor_every
+        while not self._stopped.wait(self._tick):
+            try:
+                self.tick()
+                self._kick_local()
+                if time.monotonic() >= next_janitor:
+                    next_janitor = time.monotonic() + self._janitor_every
+                    self.janitor()
+            except Exception:
+                log.exception("timer tick failed")
+
