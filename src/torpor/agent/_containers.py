@@ -8,6 +8,7 @@ collides with its past self.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from torpor._errors import ContainerError
+from torpor._errors import ConfigError, ContainerError
 from torpor.agent._criu import CriuInfo
 from torpor.agent._oci import HOST_ID_BASE, ContainerSpec, Limits, write_bundle
 from torpor.agent._runc import Runc, remove_runc_log, runc_log_path, wait_started
@@ -75,6 +76,14 @@ class Container:
         return self.proc.poll() is None
 
 
+def _remove_later(*paths: Path) -> None:
+    def remove() -> None:
+        for p in paths:
+            shutil.rmtree(p, ignore_errors=True)
+
+    threading.Thread(target=remove, daemon=True, name="rm-scratch").start()
+
+
 class ContainerManager:
     def __init__(self, config: AgentConfig, *, runc: Runc, store: Store, log_sink: LogSink | None = None) -> None:
         self.config = config
@@ -82,6 +91,12 @@ class ContainerManager:
         self.store = store
         self.log_sink = log_sink
         self.state = config.state_dir
+        longest = len(str(self.state)) + len("/sockets/") + 12 + len("/runtime.sock")
+        if longest > 107:
+            raise ConfigError(
+                f"state directory {self.state} is too long for unix socket paths ({longest} > 107 bytes); "
+                "use a shorter --state-dir"
+            )
         for sub in ("containers", "logs", "runtime", "bundles", "sockets", "criu"):
             (self.state / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.state, 0o711)
@@ -115,7 +130,8 @@ class ContainerManager:
             # into any bundle: no code means an empty, read-only /app.
             app_dir = self.state / "empty"
             app_dir.mkdir(mode=0o555, exist_ok=True)
-        socket_dir = self.state / "sockets" / container_id
+        # Unix socket paths are limited to 107 bytes: a short, unique name.
+        socket_dir = self.state / "sockets" / hashlib.sha256(container_id.encode()).hexdigest()[:12]
         socket_dir.mkdir(parents=True, exist_ok=True)
         # The task's user (HOST_ID_BASE + uid inside) connects to the socket.
         os.chown(socket_dir, HOST_ID_BASE + 1000, HOST_ID_BASE + 1000)
@@ -223,8 +239,9 @@ class ContainerManager:
                 dump_log=work_dir / "dump.log", timings_ms={"dump": dump_ms}, progress=progress,
             )
         finally:
-            shutil.rmtree(image_dir, ignore_errors=True)
-            shutil.rmtree(work_dir, ignore_errors=True)
+            # Scratch only (the snapshot is in the store by now): freeing a
+            # multi-GB image takes a while, so it happens off the critical path.
+            _remove_later(image_dir, work_dir)
         if not leave_running:
             try:
                 container.wait(timeout=30)

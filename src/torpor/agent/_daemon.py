@@ -148,11 +148,21 @@ class Agent:
         if self._call is not None:
             self._call.cancel()
 
-    def shutdown_containers(self) -> None:
+    def shutdown_containers(self, wait: float = 30) -> None:
+        """Kill every container of this agent and wait until they are gone."""
         with self.lock:
             slots = list(self.runs.values())
         for slot in slots:
             self._kill(slot, "agent_shutdown")
+        deadline = time.monotonic() + wait
+        for slot in slots:
+            c = slot.container
+            if c is not None:
+                try:
+                    c.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except Exception:  # noqa: BLE001 - best effort on the way out
+                    c.proc.kill()
+                self.mgr._cleanup(c.id, c.bundle, c.socket_dir)
 
     # -- commands -------------------------------------------------------------------
 
@@ -222,9 +232,11 @@ class Agent:
 
     def _on_start(self, body: ap.StartRun) -> None:
         spec = body.spec
-        app = self._app_dir(spec)
+        # Held (and so in every heartbeat's list) from now on, even while the
+        # bundle downloads: the coordinator counts an unlisted run as lost.
         slot = self._new_slot(spec)
         try:
+            app = self._app_dir(spec)
             slot.container = self.mgr.start(run_id=spec.run.run_id, args=[self.mgr.config.python, *ENTRYPOINT],
                                             app_dir=app, limits=self._limits(spec), before_launch=self._serve(slot))
         except BaseException:
@@ -235,12 +247,12 @@ class Agent:
 
     def _on_restore(self, body: ap.RestoreRun) -> None:
         spec = body.spec
-        app = self._app_dir(spec)
         slot = self._new_slot(spec)
         if body.HasField("wake") and body.wake.wait_id:
             slot.waits[body.wake.wait_id] = Outcome(result_json=body.wake.result_json, timed_out=body.wake.timed_out)
         t0 = time.monotonic()
         try:
+            app = self._app_dir(spec)
             slot.container = self.mgr.restore(body.checkpoint_location, app_dir=app, limits=self._limits(spec),
                                               before_launch=self._serve(slot))
         except BaseException:

@@ -11,6 +11,9 @@ from torpor.cli import _doctor  # noqa: E402,F401
 from torpor.cli import _api  # noqa: E402,F401  (trigger, runs, tokens, agents)
 from torpor.cli import _server  # noqa: E402,F401  (coordinator, migrate)
 from torpor.cli import _agent  # noqa: E402,F401  (agent)
+from torpor.cli import _dev  # noqa: E402,F401  (dev)
+from torpor.cli import _deploy  # noqa: E402,F401  (deploy)
+from torpor.cli import _service  # noqa: E402,F401  (install-service)
 
 
 def main() -> None:

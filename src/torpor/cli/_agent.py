@@ -62,9 +62,12 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--python", "python_bin", default="/usr/bin/python3", show_default=True,
               help="Interpreter inside containers (from the host's /usr).")
 @click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), help="CA certificate of the coordinator (enables TLS).")
+@click.option("--stop-runs-on-exit", is_flag=True,
+              help="Kill this agent's containers when it stops (torpor dev). Default: they keep running, "
+                   "so restarting the agent does not interrupt runs.")
 def agent(coordinator: str, join_token: str | None, join_token_file: str | None, name: str, slots: int, state_dir: Path,
           store: str, labels: tuple[str, ...], suspend_threshold: float, criu: str | None, image_dir: Path | None,
-          python_bin: str, tls_ca: str | None) -> None:
+          python_bin: str, tls_ca: str | None, stop_runs_on_exit: bool) -> None:
     """Run the agent of this host: executes runs in containers, snapshots them with CRIU.
 
     Needs root, runc and CRIU >= 4.2 (run `torpor doctor` first). Runs keep
@@ -112,4 +115,6 @@ def agent(coordinator: str, join_token: str | None, join_token_file: str | None,
                err=True)
     daemon.serve_forever()
     sd_notify("STOPPING=1")
+    if stop_runs_on_exit:
+        daemon.shutdown_containers(wait=30)
     sys.exit(0)

@@ -51,9 +51,10 @@ def coordinator_cmd(db_url: str, listen: str, store_url: str | None, api_key_fil
         raise click.UsageError("--tls-cert and --tls-key go together")
     store = None
     if store_url:
+        from torpor.cli._s3 import s3_options_from_env
         from torpor.store import open_store
 
-        store = open_store(store_url)
+        store = open_store(store_url, s3=s3_options_from_env())
     config = CoordinatorConfig(
         db_url=db_url, listen=listen, auth=not no_auth, api_keys=_read_secrets(api_key_file),
         join_tokens=_read_secrets(join_token_file),

@@ -121,9 +121,11 @@ class Client:
 
     @_mapped
     def deploy(self, version: str, tasks: Iterable[common_pb2.TaskSettings], *, project: str = "",
-               bundle_location: str = "") -> coordinator_pb2.DeployResponse:
+               bundle_location: str = "", bundle: bytes = b"") -> coordinator_pb2.DeployResponse:
+        """Register a version; with ``bundle`` the coordinator also stores the code."""
         return self._call("Deploy", coordinator_pb2.DeployRequest(project=project, version=version,
-                                                                  bundle_location=bundle_location, tasks=list(tasks)))
+                                                                  bundle_location=bundle_location, tasks=list(tasks),
+                                                                  bundle=bundle))
 
     @_mapped
     def trigger(self, task: str, payload: Any = None, **options: Any) -> coordinator_pb2.TriggerResponse:

@@ -177,11 +177,40 @@ def _list_agents(cur: Cursor) -> coordinator_pb2.ListAgentsResponse:
     return out
 
 
+def _store_bundle(store: Any | None, req: coordinator_pb2.DeployRequest) -> coordinator_pb2.DeployRequest:
+    """Check an uploaded bundle against its version and keep it in the store."""
+    import hashlib
+
+    import zstandard
+
+    from torpor.agent._bundle import MAX_BUNDLE_BYTES, VERSION_LEN, bundle_key
+
+    if store is None:
+        raise TorporError("this coordinator has no --store, so it cannot keep uploaded bundles; start it with --store",
+                          code=ErrorCode.FAILED_PRECONDITION)
+    try:
+        tar = zstandard.ZstdDecompressor().decompress(req.bundle, max_output_size=MAX_BUNDLE_BYTES * 2)
+    except zstandard.ZstdError as exc:
+        raise ConfigError(f"the uploaded bundle is not zstd data: {exc}") from None
+    actual = hashlib.sha256(tar).hexdigest()[:VERSION_LEN]
+    if actual != req.version:
+        raise ConfigError(f"the uploaded bundle hashes to version {actual}, not {req.version}; nothing was stored")
+    key = bundle_key(req.version)
+    if not store.exists(key):
+        store.put_bytes(key, bytes(req.bundle))
+    out = coordinator_pb2.DeployRequest()
+    out.CopyFrom(req)
+    out.bundle = b""
+    out.bundle_location = key
+    return out
+
+
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
-    def __init__(self, db: Database, config: CoordinatorConfig, hub: Hub) -> None:
+    def __init__(self, db: Database, config: CoordinatorConfig, hub: Hub, store: Any | None = None) -> None:
         self._db = db
         self._config = config
         self._hub = hub
+        self._store = store
 
     @_rpc
     def Deploy(self, req: coordinator_pb2.DeployRequest, context: grpc.ServicerContext) -> coordinator_pb2.DeployResponse:
@@ -198,6 +227,8 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             if t.concurrency_limit < 0 or t.max_duration < 0:
                 raise ConfigError(f"task {t.id!r}: concurrency_limit and max_duration must not be negative")
             seen.add(t.id)
+        if req.bundle:
+            req = _store_bundle(self._store, req)
         created = self._db.run(_deploy, req)
         return coordinator_pb2.DeployResponse(version=req.version, created=created)
 

@@ -72,7 +72,8 @@ class Coordinator:
         ]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.config.grpc_workers, thread_name_prefix="torpor-rpc"),
                              interceptors=interceptors, options=options)
-        coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(self.db, self.config, self.hub), server)
+        coordinator_pb2_grpc.add_CoordinatorServicer_to_server(
+            CoordinatorServicer(self.db, self.config, self.hub, store=self.store), server)
         agent_pb2_grpc.add_AgentChannelServicer_to_server(
             AgentChannelServicer(self.db, self.config, self.id, self.sessions, self.deliverer.kick, self.scheduler.wake),
             server)

@@ -32,6 +32,9 @@ class Token:
 
     id: str
     timeout: float | None = None
+    """Seconds from creation after which ``for_token`` raises WaitTimeout; None = never."""
+    expires_at: float = 0.0
+    """Unix time of that timeout (0 = none)."""
 
 
 def _need_run(what: str) -> None:
@@ -83,8 +86,9 @@ class _Wait:
             raise ConfigError(f"wait.create_token(timeout={timeout}): must be positive seconds or None")
         from torpor.sdk._runtime import call
 
+        expires_at = time.time() + timeout if timeout else 0.0
         resp = call(rt.RuntimeRequest(create_token=rt.RuntimeCreateToken(timeout_seconds=timeout or 0)))
-        return Token(id=resp.token.token_id, timeout=timeout)
+        return Token(id=resp.token.token_id, timeout=timeout, expires_at=expires_at)
 
     def for_token(self, token: Token | str) -> Any:
         """Pause until the token is completed; returns the data it was completed with.
@@ -93,7 +97,8 @@ class _Wait:
         """
         _need_run("for_token")
         token_id = token.id if isinstance(token, Token) else str(token)
-        outcome = _wait({"token_id": token_id})
+        expires_at = token.expires_at if isinstance(token, Token) else 0.0
+        outcome = _wait({"token_id": token_id, "token_timeout_unix": expires_at})
         if outcome.timed_out:
             raise WaitTimeout(f"token {token_id} was not completed before its timeout")
         return json.loads(outcome.result_json) if outcome.result_json else None
@@ -105,8 +110,10 @@ def wait_for_runs(run_ids: list[str]) -> list[TaskResult]:
     by_id = {r["run_id"]: r for r in results}
     out = []
     for rid in run_ids:
-        r = by_id.get(rid, {"ok": False, "error": "no result reported for this child"})
-        out.append(TaskResult(ok=bool(r.get("ok")), output=r.get("output"), error=r.get("error"), run_id=rid))
+        r = by_id.get(rid, {"status": "UNKNOWN", "error": "no result reported for this child"})
+        ok = r.get("status") == "COMPLETED"
+        error = None if ok else (r.get("error") or f"child run ended {r.get('status', 'UNKNOWN')}")
+        out.append(TaskResult(ok=ok, output=r.get("output"), error=error, run_id=rid))
     return out
 
 

@@ -11,16 +11,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DeployRequest(_message.Message):
-    __slots__ = ("project", "version", "bundle_location", "tasks")
+    __slots__ = ("project", "version", "bundle_location", "tasks", "bundle")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_LOCATION_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
     project: str
     version: str
     bundle_location: str
     tasks: _containers.RepeatedCompositeFieldContainer[_common_pb2.TaskSettings]
-    def __init__(self, project: _Optional[str] = ..., version: _Optional[str] = ..., bundle_location: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[_common_pb2.TaskSettings, _Mapping]]] = ...) -> None: ...
+    bundle: bytes
+    def __init__(self, project: _Optional[str] = ..., version: _Optional[str] = ..., bundle_location: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[_common_pb2.TaskSettings, _Mapping]]] = ..., bundle: _Optional[bytes] = ...) -> None: ...
 
 class DeployResponse(_message.Message):
     __slots__ = ("version", "created")

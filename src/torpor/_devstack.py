@@ -1,0 +1,251 @@
+"""``torpor dev``: Postgres, a coordinator and agents on this machine, one process each.
+
+Everything lives in one data directory: the Postgres cluster, the file store,
+the secrets, and each agent's state. Starting again with the same directory
+picks up where it stopped: runs, suspended ones included, carry on.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torpor._errors import ConfigError, TorporError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DevConfig:
+    data_dir: Path
+    """Holds the Postgres cluster, the store, secrets and agent state."""
+    port: int = 7433
+    """Coordinator port on 127.0.0.1."""
+    agents: int = 1
+    """How many agent processes to start."""
+    slots: int = 4
+    """Slots of each agent."""
+    store_url: str | None = None
+    """Store URL; default file://DATA_DIR/store."""
+    suspend_threshold: float = 5.0
+    """Waits shorter than this are served in place."""
+    python: str = sys.executable
+    """Interpreter that runs the coordinator and agents."""
+    extra_env: dict[str, str] = field(default_factory=dict)
+    """Environment for the child processes (S3 credentials, for example)."""
+
+
+def _pg_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4]))
+    if not found:
+        raise ConfigError("PostgreSQL is not installed: apt-get install postgresql (make demo installs it)")
+    return Path(found[-1]).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _traversable(path: Path) -> bool:
+    """Can a user other than root reach ``path``? (Tasks run as such a user.)"""
+    for p in [path, *path.parents]:
+        if p.exists() and not os.stat(p).st_mode & 0o001:
+            return False
+    return True
+
+
+class DevStack:
+    def __init__(self, config: DevConfig) -> None:
+        self.config = config
+        self.dir = config.data_dir.resolve()
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.api_key = ""
+        self.pg_port = 0
+
+    # -- paths --------------------------------------------------------------------
+
+    @property
+    def store_url(self) -> str:
+        return self.config.store_url or f"file://{self.dir}/store"
+
+    def agent_state_dir(self, name: str) -> Path:
+        inside = self.dir / "agents" / name
+        if _traversable(self.dir):
+            return inside
+        # Tasks run as an unprivileged user that must reach the agent's bundle
+        # directories; a data dir under a private home (0700) cannot host them.
+        digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:10]
+        return Path("/var/lib/torpor/dev") / digest / name
+
+    def agent_names(self) -> list[str]:
+        return [f"dev-agent-{i + 1}" for i in range(self.config.agents)]
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.config.port}"
+
+    # -- start ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if os.geteuid() != 0:
+            raise ConfigError("torpor dev needs root (the agent runs runc and CRIU); run it with sudo")
+        if not _port_free(self.config.port):
+            raise ConfigError(f"port {self.config.port} is in use; pick another with --port")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o711)
+        (self.dir / "logs").mkdir(exist_ok=True)
+        try:
+            self._secrets()
+            self._postgres()
+            self._coordinator()
+            for name in self.agent_names():
+                self._agent(name)
+            self._write_client_env()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _spawn(self, name: str, args: list[str], *, user: str | None = None) -> subprocess.Popen[bytes]:
+        logf = open(self.dir / "logs" / f"{name}.log", "ab")
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                env={**os.environ, **self.config.extra_env}, start_new_session=True,
+                                user=user, group=user, extra_groups=[] if user else None)
+        logf.close()
+        self.procs.append((name, proc))
+        return proc
+
+    def _secrets(self) -> None:
+        sec = self.dir / "secrets"
+        sec.mkdir(mode=0o700, exist_ok=True)
+        for fname in ("api-keys", "join-tokens"):
+            path = sec / fname
+            if not path.exists():
+                path.write_text(f"tp_{secrets.token_urlsafe(32)}\n")
+                path.chmod(0o600)
+        self.api_key = (sec / "api-keys").read_text().split()[0]
+
+    def _postgres(self) -> None:
+        pg = _pg_bin()
+        data = self.dir / "postgres"
+        port_file = self.dir / "postgres.port"
+        if not (data / "PG_VERSION").exists():
+            shutil.rmtree(data, ignore_errors=True)
+            data.mkdir(mode=0o700)
+            shutil.chown(data, "postgres", "postgres")
+            out = subprocess.run([str(pg / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8"],
+                                 capture_output=True, text=True, user="postgres", group="postgres", extra_groups=[],
+                                 cwd=data)
+            if out.returncode != 0:
+                raise TorporError(f"initdb failed: {out.stderr.strip()[-1000:]}")
+        self.pg_port = int(port_file.read_text()) if port_file.exists() else 0
+        if not self.pg_port or not _port_free(self.pg_port):
+            self.pg_port = _free_port()
+            port_file.write_text(str(self.pg_port))
+        sock_dir = self.dir / "postgres.sock"
+        sock_dir.mkdir(exist_ok=True)
+        shutil.chown(sock_dir, "postgres", "postgres")
+        stale = data / "postmaster.pid"
+        if stale.exists():
+            stale.unlink()  # a previous run was killed; we hold no other server on this directory
+        proc = self._spawn("postgres", [str(pg / "postgres"), "-D", str(data), "-p", str(self.pg_port),
+                                        "-h", "127.0.0.1", "-k", str(sock_dir)], user="postgres")
+        import psycopg
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with psycopg.connect(self._db_url("postgres"), autocommit=True, connect_timeout=2) as conn:
+                    if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'torpor'").fetchone():
+                        conn.execute("CREATE DATABASE torpor")
+                return
+            except psycopg.OperationalError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise TorporError(f"PostgreSQL did not start; see {self.dir}/logs/postgres.log") from None
+                time.sleep(0.2)
+
+    def _db_url(self, db: str = "torpor") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.pg_port}/{db}"
+
+    def _cli(self) -> list[str]:
+        return [self.config.python, "-m", "torpor.cli"]
+
+    def _coordinator(self) -> None:
+        proc = self._spawn("coordinator", [
+            *self._cli(), "coordinator", "--db", self._db_url(), "--listen", self.address, "--store", self.store_url,
+            "--api-key-file", str(self.dir / "secrets" / "api-keys"),
+            "--join-token-file", str(self.dir / "secrets" / "join-tokens"),
+            "--lease", "10", "--heartbeat", "2",
+        ])
+        self._wait_port(self.config.port, proc, "coordinator")
+
+    def _agent(self, name: str) -> None:
+        state = self.agent_state_dir(name)
+        state.mkdir(parents=True, exist_ok=True)
+        self._spawn(name, [
+            *self._cli(), "agent", "--name", name, "--coordinator", self.address,
+            "--join-token-file", str(self.dir / "secrets" / "join-tokens"), "--slots", str(self.config.slots),
+            "--state-dir", str(state), "--store", self.store_url,
+            "--suspend-threshold", str(self.config.suspend_threshold), "--stop-runs-on-exit",
+        ])
+
+    def _wait_port(self, port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise TorporError(f"the {what} exited (status {proc.returncode}); see {self.dir}/logs/{what}.log")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.1)
+        raise TorporError(f"the {what} did not listen on port {port} within {timeout:.0f}s")
+
+    def _write_client_env(self) -> None:
+        path = self.dir / "client.env"
+        path.write_text(f"TORPOR_ADDRESS={self.address}\nTORPOR_API_KEY={self.api_key}\n")
+        path.chmod(0o600)
+
+    # -- running ----------------------------------------------------------------------
+
+    def failed(self) -> list[str]:
+        return [f"{name} (exit {p.returncode})" for name, p in self.procs if p.poll() is not None]
+
+    def stop(self, timeout: float = 30) -> None:
+        """Agents first (they kill their containers), then the coordinator, then Postgres."""
+        order = sorted(self.procs, key=lambda np: (0 if np[0].startswith("dev-agent") else 1 if np[0] == "coordinator" else 2))
+        for group in (0, 1, 2):
+            batch = [(n, p) for n, p in order
+                     if (0 if n.startswith("dev-agent") else 1 if n == "coordinator" else 2) == group]
+            for name, p in batch:
+                if p.poll() is None:
+                    # postgres: SIGINT is its "fast" shutdown.
+                    p.send_signal(signal.SIGINT if name == "postgres" else signal.SIGTERM)
+            for name, p in batch:
+                try:
+                    p.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    log.warning("%s (pid %d) did not stop in %ss; killing it", name, p.pid, timeout)
+                    p.kill()
+                    p.wait()
+        self.procs.clear()

@@ -1,0 +1,79 @@
+"""Tasks the end-to-end tests drive through a real `torpor dev` stack."""
+
+import hashlib
+import os
+import random
+import time
+
+from torpor import Retry, checkpoint, context, metadata, task, wait
+
+
+@task(id="big-state")
+def big_state(payload):
+    mb = payload.get("mb", 100)
+    rnd = random.Random(payload.get("seed", 1))
+    blob = bytearray()
+    while len(blob) < mb << 20:
+        blob += rnd.randbytes(min(32 << 20, (mb << 20) - len(blob)))
+    before = hashlib.sha256(blob).hexdigest()
+    metadata.set("phase", "waiting")
+    wait.for_(seconds=payload.get("seconds", 30))
+    return {"before": before, "after": hashlib.sha256(blob).hexdigest(), "attempt": context().attempt}
+
+
+@task(id="busy")
+def busy(payload):
+    """Holds its slot (no wait) for a while."""
+    time.sleep(payload.get("seconds", 10))
+    return "done"
+
+
+@task(id="token-wait")
+def token_wait(payload):
+    token = wait.create_token(timeout=payload.get("timeout"))
+    metadata.set("token", token.id)
+    try:
+        return {"data": wait.for_token(token)}
+    except wait.WaitTimeout:
+        return {"timed_out": True}
+
+
+@task(id="child")
+def child(payload):
+    if payload.get("fail"):
+        raise ValueError(f"child {payload['n']} fails on purpose")
+    time.sleep(payload.get("sleep", 0))
+    return payload["n"] * 10
+
+
+@task(id="parent")
+def parent(payload):
+    one = child.trigger_and_wait({"n": 1})
+    many = child.batch_trigger_and_wait([{"n": 2}, {"n": 3, "fail": True}, {"n": 4}])
+    return {
+        "one": one.output,
+        "many": [r.output if r.ok else f"error: {r.error}" for r in many],
+    }
+
+
+@task(id="flaky", retry=Retry(max_attempts=3, factor=2, min_timeout=0.2, max_timeout=1, randomize=False))
+def flaky(payload):
+    if context().attempt < 3:
+        raise RuntimeError(f"attempt {context().attempt} fails on purpose")
+    return {"attempt": context().attempt}
+
+
+@task(id="short-wait")
+def short_wait(payload):
+    t0 = time.monotonic()
+    wait.for_(seconds=payload.get("seconds", 1))
+    return {"slept": time.monotonic() - t0, "pid": os.getpid()}
+
+
+@task(id="save-points", checkpoint_every=None)
+def save_points(payload):
+    counter = 0
+    for _ in range(3):
+        counter += 1
+        checkpoint()
+    return {"counter": counter}
