@@ -6,7 +6,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import Stack, make_stack, trigger, wait_status
+from e2e_support import Stack, make_stack, trigger, wait_status
 from helpers import assert_eventually
 
 

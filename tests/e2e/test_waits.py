@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from conftest import trigger, wait_status
+from e2e_support import trigger, wait_status
 from helpers import assert_eventually
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 import psutil
 
+from torpor import _faults
 from torpor._logging import bind
 from torpor._proto.v1 import agent_pb2 as ap
 from torpor._proto.v1 import agent_pb2_grpc as ag
@@ -248,6 +249,7 @@ class Agent:
     def _on_restore(self, body: ap.RestoreRun) -> None:
         spec = body.spec
         slot = self._new_slot(spec)
+        _faults.hit("agent.before_restore")
         if body.HasField("wake") and body.wake.wait_id:
             slot.waits[body.wake.wait_id] = Outcome(result_json=body.wake.result_json, timed_out=body.wake.timed_out)
         t0 = time.monotonic()
@@ -326,6 +328,13 @@ class Agent:
         except BaseException:
             with slot.lock:
                 slot.suspending = False
+            container = slot.container
+            if slot.stopping or not container.running:
+                # Killed (canceled) while the dump was being prepared: the exit
+                # watcher left the report to us, since a suspend was under way.
+                self.send(slot.exit_message(container.wait()))
+                self._drop(slot)
+                return
             if slot.server is not None:
                 slot.server.start()
             raise
@@ -339,11 +348,15 @@ class Agent:
             slot.server.start()
             raise RuntimeError("the task kept a runtime connection open; the checkpoint was not taken")
         t0 = time.monotonic()
+        _faults.hit("agent.before_dump")
+        if slot.stopping:
+            raise RuntimeError(f"run {slot.run_id} is being stopped ({slot.stopping}); no checkpoint taken")
         kinds = {cm.SUSPEND: "suspend", cm.PERIODIC: "periodic", cm.ON_DEMAND: "on_demand"}
         manifest = self.mgr.checkpoint(slot.container, kind=kinds[kind], leave_running=leave_running,
                                        deployment_version=slot.spec.version)
         if leave_running:
             slot.server.start()
+        _faults.hit("agent.before_record")
         return cm.Checkpoint(
             id=manifest.checkpoint_id, kind=kind, size_bytes=manifest.archive_size, raw_bytes=manifest.raw_bytes,
             duration_ms=int((time.monotonic() - t0) * 1000), agent=self.config.name, location=manifest.key,

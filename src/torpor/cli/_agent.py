@@ -79,6 +79,9 @@ def agent(coordinator: str, join_token: str | None, join_token_file: str | None,
     from torpor.cli._s3 import s3_options_from_env
     from torpor.store import open_store
 
+    from torpor import _faults
+
+    _faults.configure(os.environ.get("TORPOR_FAULTS", ""))  # tests only: named fault-injection points
     if join_token_file:
         join_token = Path(join_token_file).read_text().strip()
     if not join_token:

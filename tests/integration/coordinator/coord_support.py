@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import grpc
 import pytest
 
-from conftest import assert_eventually, free_port
+from helpers import assert_eventually, free_port
 from torpor._proto.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from torpor.client import Client
 from torpor.coordinator import Coordinator, CoordinatorConfig

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import assert_eventually
+from helpers import assert_eventually
 from coord_support import (  # noqa: F401  (fixtures)
     JOIN_TOKEN, FakeAgent, agents, client, coordinator, deploy, running, suspend_on, start_coordinator, status, task, wait_status,
 )

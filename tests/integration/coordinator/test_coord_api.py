@@ -10,7 +10,7 @@ import grpc
 import psycopg
 import pytest
 
-from conftest import assert_eventually, need
+from helpers import assert_eventually, need
 from coord_support import (  # noqa: F401  (fixtures)
     API_KEY, JOIN_TOKEN, FakeAgent, agents, client, coordinator, deploy, start_coordinator, task,
 )

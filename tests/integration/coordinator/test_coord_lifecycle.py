@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import assert_eventually
+from helpers import assert_eventually
 from coord_support import (  # noqa: F401  (fixtures)
     agents, client, coordinator, deploy, running, suspend_on, start_coordinator, status, task, wait_status,
 )

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 
-from conftest import assert_eventually
+from helpers import assert_eventually
 from coord_support import (  # noqa: F401  (fixtures)
     API_KEY, FakeAgent, Tracker, agents, client, coordinator, deploy, start_coordinator, status, task, wait_status,
 )

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import pytest
 from botocore.awsrequest import AWSResponse
-from conftest import free_port
+from helpers import free_port
 
 from fixtures.minio import TEST_PART_SIZE, S3Server, S3Target
 from torpor._errors import StoreError
