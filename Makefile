@@ -10,6 +10,7 @@ export TORPOR_TOOLS ?= /opt/torpor
 
 demo: setup
 	$(PY) -m torpor.cli doctor
+	$(PY) scripts/demo.py
 
 test: setup-test
 	scripts/run-tests.sh
