@@ -115,6 +115,8 @@ class DevStack:
             raise ConfigError(f"port {self.config.port} is in use; pick another with --port")
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o711)
+        # Written again once everything is up: its presence means "ready".
+        (self.dir / "client.env").unlink(missing_ok=True)
         (self.dir / "logs").mkdir(exist_ok=True)
         try:
             self._secrets()

@@ -31,6 +31,7 @@ class Stack:
         self._client = None
 
     def start(self, *args: str, env: dict[str, str] | None = None) -> None:
+        (self.dir / "client.env").unlink(missing_ok=True)  # from an earlier start of the same directory
         log = open(self.dir.parent / f"{self.dir.name}.dev.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "torpor.cli", "dev", "--data-dir", str(self.dir), "--port", str(self.port),
