@@ -7,7 +7,6 @@ Deploy with `torpor deploy examples`, then trigger any of them, e.g.
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 
 from torpor import Retry, context, logger, metadata, task, wait
@@ -74,8 +73,6 @@ def big_state(payload: dict) -> dict:
     while len(blob) < mb << 20:
         blob += rnd.randbytes(min(64 << 20, (mb << 20) - len(blob)))
     before = hashlib.sha256(blob).hexdigest()
-    host_before = os.uname().nodename
     wait.for_(seconds=float((payload or {}).get("seconds", 30)))
     after = hashlib.sha256(blob).hexdigest()
-    return {"mb": mb, "sha256_before": before, "sha256_after": after, "same": before == after,
-            "hostname": host_before}
+    return {"mb": mb, "sha256_before": before, "sha256_after": after, "same": before == after}

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 TOOLS=${TORPOR_TOOLS:-/opt/torpor}
 PYTHON=${PYTHON:-python3}
-BASE_PACKAGES=(runc iptables postgresql zstd ca-certificates iproute2 procps)
+BASE_PACKAGES=(runc iptables postgresql zstd ca-certificates iproute2 procps python3-venv)
 MINIO_MODULE=github.com/minio/minio
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c   # RELEASE 2026-02-12, pinned
 

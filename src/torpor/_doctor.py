@@ -51,11 +51,11 @@ def check_kernel() -> Check:
                  fix="torpor needs Linux >= 5.10 (time namespaces, clone3, pidfd)")
 
 
-def check_criu(explicit: str | None = None) -> Check:
+def check_criu(explicit: str | None = None, tools_dir: Path = Path("/opt/torpor")) -> Check:
     from torpor.agent._criu import criu_check, find_criu
 
     try:
-        info = find_criu(explicit)
+        info = find_criu(explicit, tools_dir=tools_dir)
     except TorporError as exc:
         return Check(name="criu", ok=False, detail=str(exc), fix="make criu  (builds CRIU 4.2.1 into /opt/torpor)")
     result = criu_check(info.path)
@@ -143,8 +143,9 @@ def check_store(url: str, s3=None) -> Check:  # type: ignore[no-untyped-def]
     return Check(name="store", ok=True, detail=f"{store.url} reachable and writable")
 
 
-def run_checks(*, criu: str | None = None, db: str | None = None, store: str | None = None, s3=None) -> list[Check]:  # type: ignore[no-untyped-def]
-    checks = [check_root(), check_kernel(), check_criu(criu), check_runc(), check_cgroups(), check_userns(),
+def run_checks(*, criu: str | None = None, db: str | None = None, store: str | None = None, s3=None,  # type: ignore[no-untyped-def]
+               tools_dir: Path = Path("/opt/torpor")) -> list[Check]:
+    checks = [check_root(), check_kernel(), check_criu(criu, tools_dir), check_runc(), check_cgroups(), check_userns(),
               check_overlayfs(), check_iptables()]
     if db:
         checks.append(check_db(db))

@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import queue
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -71,6 +72,27 @@ class Agent:
         self.connected = threading.Event()
         self.heartbeat_seconds = 2.0
         self._call: grpc.Future | None = None  # type: ignore[type-arg]
+        self.reap_orphans()
+
+    def reap_orphans(self) -> list[str]:
+        """Kill the containers an earlier instance of this agent left behind.
+
+        This agent cannot supervise them (their log pipes and runtime sockets
+        belonged to the old process). It registers holding nothing, so the
+        coordinator restores those runs from their latest checkpoint
+        elsewhere; killing the leftovers first keeps any run from ever having
+        two live copies.
+        """
+        reaped = []
+        for st in self.mgr.runc.list():
+            log.warning("killing container %s left by an earlier agent process; the coordinator restores its run "
+                        "from the latest checkpoint", st.id)
+            self.mgr.runc.delete(st.id)
+            reaped.append(st.id)
+        for sub in ("containers", "sockets"):
+            for leftover in (self.mgr.state / sub).iterdir():
+                shutil.rmtree(leftover, ignore_errors=True)
+        return reaped
 
     # -- outgoing --------------------------------------------------------------
 

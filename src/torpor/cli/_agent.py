@@ -43,28 +43,33 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--coordinator", envvar="TORPOR_COORDINATOR", default="127.0.0.1:7433", show_default=True,
               help="host:port of a coordinator. [env TORPOR_COORDINATOR]")
 @click.option("--join-token", envvar="TORPOR_JOIN_TOKEN", help="Join token (torpor keys create --kind agent). [env TORPOR_JOIN_TOKEN]")
-@click.option("--join-token-file", type=click.Path(exists=True, dir_okay=False),
-              help="Read the join token from this file instead (systemd credentials).")
+@click.option("--join-token-file", envvar="TORPOR_JOIN_TOKEN_FILE", type=click.Path(exists=True, dir_okay=False),
+              help="Read the join token from this file instead. [env TORPOR_JOIN_TOKEN_FILE]")
 @click.option("--name", envvar="TORPOR_AGENT_NAME", default=socket.gethostname(), show_default=True,
               help="Unique name of this agent. [env TORPOR_AGENT_NAME]")
-@click.option("--slots", type=click.IntRange(1, 1024), default=4, show_default=True, help="Runs executed at once.")
+@click.option("--slots", envvar="TORPOR_SLOTS", type=click.IntRange(1, 1024), default=4, show_default=True,
+              help="Runs executed at once. [env TORPOR_SLOTS]")
 @click.option("--state-dir", envvar="TORPOR_STATE_DIR", type=click.Path(file_okay=False, path_type=Path),
               default=Path("/var/lib/torpor/agent"), show_default=True,
               help="Bundles, logs, runc state, CRIU scratch. [env TORPOR_STATE_DIR]")
 @click.option("--store", envvar="TORPOR_STORE", required=True,
               help="Snapshot store: file:///dir or s3://bucket/prefix. [env TORPOR_STORE]")
-@click.option("--label", "labels", multiple=True, help="KEY=VALUE label, repeatable.")
-@click.option("--suspend-threshold", type=float, default=5.0, show_default=True,
-              help="Seconds: shorter waits are served in place, longer ones suspend the run to a snapshot.")
+@click.option("--label", "labels", multiple=True, envvar="TORPOR_LABELS",
+              help="KEY=VALUE label, repeatable. [env TORPOR_LABELS, space-separated]")
+@click.option("--suspend-threshold", envvar="TORPOR_SUSPEND_THRESHOLD", type=float, default=5.0, show_default=True,
+              help="Seconds: shorter waits are served in place, longer ones suspend the run to a snapshot. "
+                   "[env TORPOR_SUSPEND_THRESHOLD]")
 @click.option("--criu", envvar="TORPOR_CRIU", help="criu binary (default: /opt/torpor/bin/criu, then PATH). [env TORPOR_CRIU]")
-@click.option("--image-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Scratch for CRIU images; a tmpfs makes dumps faster. Default: STATE_DIR/images.")
+@click.option("--image-dir", envvar="TORPOR_IMAGE_DIR", type=click.Path(file_okay=False, path_type=Path),
+              help="Scratch for CRIU images; a tmpfs makes dumps faster. Default: STATE_DIR/images. [env TORPOR_IMAGE_DIR]")
 @click.option("--python", "python_bin", default="/usr/bin/python3", show_default=True,
               help="Interpreter inside containers (from the host's /usr).")
-@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), help="CA certificate of the coordinator (enables TLS).")
+@click.option("--tls-ca", envvar="TORPOR_TLS_CA", type=click.Path(exists=True, dir_okay=False),
+              help="CA certificate of the coordinator (enables TLS). [env TORPOR_TLS_CA]")
 @click.option("--stop-runs-on-exit", is_flag=True,
-              help="Kill this agent's containers when it stops (torpor dev). Default: they keep running, "
-                   "so restarting the agent does not interrupt runs.")
+              help="Kill this agent's containers when it stops (torpor dev). Either way, an agent that starts "
+                   "kills the containers a previous instance left behind: the coordinator restores those runs "
+                   "from their latest checkpoint, so no run ever has two live copies.")
 def agent(coordinator: str, join_token: str | None, join_token_file: str | None, name: str, slots: int, state_dir: Path,
           store: str, labels: tuple[str, ...], suspend_threshold: float, criu: str | None, image_dir: Path | None,
           python_bin: str, tls_ca: str | None, stop_runs_on_exit: bool) -> None:
@@ -89,7 +94,7 @@ def agent(coordinator: str, join_token: str | None, join_token_file: str | None,
     if os.geteuid() != 0:
         raise click.ClickException("the agent needs root (runc and CRIU); run `torpor doctor` to check this host")
     try:
-        criu_info = find_criu(criu)
+        criu_info = find_criu(criu, tools_dir=Path(os.environ.get("TORPOR_TOOLS", "/opt/torpor")))
         st = open_store(store, s3=s3_options_from_env())
         st.check()
         daemon = Agent(

@@ -24,7 +24,11 @@ def doctor(db: str | None, store: str | None, criu: str | None, as_json: bool) -
     from torpor._doctor import run_checks
     from torpor.cli._s3 import s3_options_from_env
 
-    checks = run_checks(criu=criu, db=db, store=store, s3=s3_options_from_env() if store else None)
+    import os
+    from pathlib import Path
+
+    checks = run_checks(criu=criu, db=db, store=store, s3=s3_options_from_env() if store else None,
+                        tools_dir=Path(os.environ.get("TORPOR_TOOLS", "/opt/torpor")))
     failed = [c for c in checks if c.required and not c.ok]
     if as_json:
         click.echo(json.dumps({"ok": not failed, "checks": [c.to_dict() for c in checks]}, indent=2))

@@ -29,7 +29,8 @@ _db_option = click.option("--db", "db_url", envvar="TORPOR_DB", required=True,
 @_db_option
 @click.option("--listen", default="127.0.0.1:7433", show_default=True, envvar="TORPOR_LISTEN", help="host:port to serve gRPC on.")
 @click.option("--store", "store_url", envvar="TORPOR_STORE", default=None,
-              help="Snapshot store URL (file:///dir or s3://bucket/prefix); released snapshots are deleted there.")
+              help="Store URL (file:///dir or s3://bucket/prefix): where `torpor deploy` bundles are kept and released "
+                   "snapshots deleted; needed for deploys.")
 @click.option("--api-key-file", type=click.Path(exists=True, dir_okay=False), envvar="TORPOR_API_KEY_FILE",
               help="Extra client API keys, one per line, besides those created with `torpor keys create`.")
 @click.option("--join-token-file", type=click.Path(exists=True, dir_okay=False), envvar="TORPOR_JOIN_TOKEN_FILE",
