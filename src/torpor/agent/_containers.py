@@ -25,7 +25,19 @@ from torpor.agent._criu import CriuInfo
 from torpor.agent._oci import HOST_ID_BASE, ContainerSpec, Limits, write_bundle
 from torpor.agent._runc import Runc, remove_runc_log, runc_log_path, wait_started
 from torpor.agent._runtime_dir import prepare_runtime_dir
-from torpor.agent._snapshot import Manifest, download_image, read_manifest, upload_image
+from torpor.agent._snapshot import (
+    ArchiveWriter,
+    Manifest,
+    _Regrown,
+    archive_key,
+    archive_while_dumping,
+    download_image,
+    finish_archive,
+    read_manifest,
+    upload_image,
+    verify_archived,
+    write_manifest,
+)
 from torpor.store import Progress, Store
 
 log = logging.getLogger(__name__)
@@ -226,18 +238,38 @@ class ContainerManager:
         image_dir = self.images / f"{container.id}-{checkpoint_id}"
         work_dir = image_dir.with_name(image_dir.name + ".work")
         t0 = time.monotonic()
+        meta = dict(run_id=container.run_id, checkpoint_id=checkpoint_id, kind=kind, criu_version=self.criu.version,
+                    deployment_version=deployment_version, parent=parent, dump_log=work_dir / "dump.log")
         try:
+            proc = self.runc.start_checkpoint(container.id, image_dir=image_dir, work_dir=work_dir,
+                                              leave_running=leave_running)
+            # Compression and upload run while CRIU dumps (see _snapshot).
+            archive = ArchiveWriter(self.store, archive_key(container.run_id, checkpoint_id), progress=progress)
             try:
-                self.runc.checkpoint(container.id, image_dir=image_dir, work_dir=work_dir, leave_running=leave_running)
-            except ContainerError:
-                self._keep_failed_log(container.run_id, checkpoint_id, work_dir / "dump.log")
+                archived = archive_while_dumping(archive, image_dir, lambda: proc.poll() is None)
+                try:
+                    self.runc.finish_checkpoint(proc, container.id, work_dir=work_dir)
+                except ContainerError:
+                    self._keep_failed_log(container.run_id, checkpoint_id, work_dir / "dump.log")
+                    raise
+                dump_ms = int((time.monotonic() - t0) * 1000)
+                verify_archived(image_dir, archived)
+                finish_archive(archive, image_dir, archived)
+                size, sha = archive.close()
+                timings = {"dump": dump_ms, "upload_after_dump": int((time.monotonic() - t0) * 1000) - dump_ms}
+                manifest = write_manifest(self.store, archive, size, sha, timings_ms=timings, **meta)  # type: ignore[arg-type]
+            except _Regrown as exc:
+                # CRIU wrote a pages file after starting a later one: archive it again, after the dump.
+                archive.abort()
+                log.warning("pages file %s grew after it was archived; uploading the image again", exc)
+                manifest = upload_image(self.store, image_dir, timings_ms={"dump": dump_ms}, progress=progress,
+                                        **meta)  # type: ignore[arg-type]
+            except BaseException:
+                archive.abort()
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
                 raise
-            dump_ms = int((time.monotonic() - t0) * 1000)
-            manifest = upload_image(
-                self.store, image_dir, run_id=container.run_id, checkpoint_id=checkpoint_id, kind=kind,
-                criu_version=self.criu.version, deployment_version=deployment_version, parent=parent,
-                dump_log=work_dir / "dump.log", timings_ms={"dump": dump_ms}, progress=progress,
-            )
         finally:
             # Scratch only (the snapshot is in the store by now): freeing a
             # multi-GB image takes a while, so it happens off the critical path.

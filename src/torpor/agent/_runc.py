@@ -89,16 +89,33 @@ class Runc:
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True)
 
     def checkpoint(self, container_id: str, *, image_dir: Path, work_dir: Path, leave_running: bool) -> None:
+        proc = self.start_checkpoint(container_id, image_dir=image_dir, work_dir=work_dir, leave_running=leave_running)
+        self.finish_checkpoint(proc, container_id, work_dir=work_dir)
+
+    def start_checkpoint(self, container_id: str, *, image_dir: Path, work_dir: Path,
+                         leave_running: bool) -> subprocess.Popen[str]:
+        """Start ``runc checkpoint``; CRIU writes into ``image_dir`` while it runs."""
         image_dir.mkdir(parents=True, exist_ok=True)
         work_dir.mkdir(parents=True, exist_ok=True)
         args = ["checkpoint", "--image-path", str(image_dir), "--work-path", str(work_dir)]
         if leave_running:
             args.append("--leave-running")
-        proc = self._run(*args, container_id, timeout=600)
+        return subprocess.Popen([*self._base(), *args, container_id], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def finish_checkpoint(self, proc: subprocess.Popen[str], container_id: str, *, work_dir: Path,
+                          timeout: float = 600) -> None:
+        """Wait for a checkpoint started with ``start_checkpoint``; CriuError with CRIU's words if it failed."""
+        try:
+            _, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise ContainerError(f"checkpoint of container {container_id} did not finish within {timeout:.0f}s")
         if proc.returncode != 0:
             dump_log = work_dir / "dump.log"
             raise CriuError(
-                f"checkpoint of container {container_id} failed: {proc.stderr.strip()[-500:]}",
+                f"checkpoint of container {container_id} failed: {stderr.strip()[-500:]}",
                 log_path=str(dump_log) if dump_log.exists() else None,
                 log_excerpt=log_excerpt(dump_log),
             )

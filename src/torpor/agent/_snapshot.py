@@ -2,15 +2,27 @@
 
 Layout under ``runs/<run_id>/checkpoints/<checkpoint_id>/``:
 
-  snapshot.tar.zst   the CRIU image directory, tar'ed and zstd-compressed
-  dump.log           CRIU's log of the dump, kept for troubleshooting
-  manifest.json      files, sizes and sha256s, CRIU and deployment versions;
-                     written last, so a checkpoint exists only once it is whole
+  snapshot.zst    the CRIU image directory as a record stream, zstd-compressed
+  dump.log        CRIU's log of the dump, kept for troubleshooting
+  manifest.json   files and sizes, the archive's size and sha256, CRIU and
+                  deployment versions; written last, so a checkpoint exists
+                  only once it is whole
 
-Upload is one streaming pass (read → tar → zstd → sha256 → multipart upload),
-and so is download (download → sha256 → unzstd → untar); the hashing runs on a
-thread of its own so it overlaps the (de)compression.
-Nothing from a snapshot whose bytes do not match the manifest is ever used.
+The archive is written while CRIU is still dumping: the memory pages files,
+which are nearly all of a snapshot, are read as CRIU appends to them, so
+reading, compression, hashing and upload overlap the dump instead of
+following it. That is why the archive is a stream of records rather than a
+tar: a tar header needs a file's size before its data. Hashing runs on a
+thread of its own so it overlaps (de)compression. Nothing from a snapshot
+whose bytes do not match the manifest is ever used.
+
+Record stream (inside one zstd frame with its content checksum)::
+
+  MAGIC
+  b"F" u16 name-length name      a file begins
+  b"D" u32 length data           some of its bytes
+  b"E" u64 size                  it ends, with this many bytes
+  b"Z"                           the archive ends
 """
 
 from __future__ import annotations
@@ -20,18 +32,24 @@ import hashlib
 import json
 import os
 import queue
+import re
 import shutil
-import tarfile
+import struct
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
+
 import zstandard
 
-from torpor._errors import IntegrityError, NotFoundError, StoreError
+from torpor._errors import IntegrityError, NotFoundError
 from torpor.store import Progress, Store
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
+MAGIC = b"TORPOR-SNAPSHOT-2\n"
+_CHUNK = 4 << 20
+_FOLLOW_POLL = 0.003
 
 
 def checkpoint_prefix(run_id: str, checkpoint_id: str) -> str:
@@ -42,8 +60,6 @@ def checkpoint_prefix(run_id: str, checkpoint_id: str) -> str:
 class FileEntry:
     name: str
     size: int
-    sha256: str = ""
-    """Empty in format 1: the archive's sha256 covers every file's bytes."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +75,7 @@ class Manifest:
     archive_key: str
     archive_size: int
     archive_sha256: str
+    """sha256 of the stored (compressed) archive: it covers every byte of every file."""
     raw_bytes: int
     files: list[FileEntry]
     dump_log_key: str | None = None
@@ -84,15 +101,11 @@ class Manifest:
             raise IntegrityError(f"manifest {key} is not a valid torpor manifest: {exc}") from exc
 
 
-_BLOCK = 512
-_PIPE_CHUNK = 4 << 20
-
-
 class _PipelinedSink:
     """Hashes and stores compressed bytes on a thread of its own.
 
-    The compressor (main thread) and sha256 + the store's write (this thread)
-    release the GIL, so on two cores they overlap instead of taking turns.
+    The compressor (caller's thread) and sha256 + the store's write (this
+    thread) release the GIL, so on two cores they overlap instead of taking turns.
     """
 
     def __init__(self, writer) -> None:  # type: ignore[no-untyped-def]
@@ -134,92 +147,146 @@ class _PipelinedSink:
             raise self._error
 
 
-def _compressor() -> zstandard.ZstdCompressor:
-    # Level 1: CRIU images are half incompressible or very repetitive in
-    # practice, and level 1 already halves such data at >4 GB/s; the frame
-    # checksum lets decompression itself detect corruption.
-    return zstandard.ZstdCompressor(level=1, write_checksum=True)
+class ArchiveWriter:
+    """Streams files into ``key`` as records; ``close()`` commits, ``abort()`` discards."""
 
+    def __init__(self, store: Store, key: str, *, progress: Progress | None = None) -> None:
+        self.key = key
+        self.files: list[FileEntry] = []
+        self._writer = store.open_writer(key, progress=progress)
+        self._sink = _PipelinedSink(self._writer)
+        # Level 1: CRIU images are half incompressible or very repetitive in
+        # practice; level 1 already halves such data at > 4 GB/s. The frame
+        # checksum lets decompression itself detect corruption too.
+        cctx = zstandard.ZstdCompressor(level=1, write_checksum=True)
+        self._z = cctx.stream_writer(self._sink, closefd=False, write_size=_CHUNK)
+        self._z.write(MAGIC)
+        self._buf = bytearray(_CHUNK)
+        self._done = False
 
-def _tar_header(name: str, size: int) -> bytes:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mode = 0o600
-    return info.tobuf(format=tarfile.GNU_FORMAT)
+    def add(self, path: Path, *, growing: Callable[[], bool] | None = None) -> int:
+        """Append ``path``; while ``growing()`` is true, wait for more bytes at its end."""
+        name = path.name.encode()
+        self._z.write(b"F" + struct.pack(">H", len(name)) + name)
+        view = memoryview(self._buf)
+        size = 0
+        with open(path, "rb", buffering=0) as f:
+            while True:
+                n = f.readinto(view)
+                if n:
+                    self._z.write(b"D" + struct.pack(">I", n))
+                    self._z.write(view[:n])
+                    size += n
+                elif growing is not None and growing():
+                    time.sleep(_FOLLOW_POLL)
+                else:
+                    break
+        self._z.write(b"E" + struct.pack(">Q", size))
+        self.files.append(FileEntry(name=path.name, size=size))
+        return size
 
+    def close(self) -> tuple[int, str]:
+        """Finish and commit; returns (stored size, sha256 of the stored bytes)."""
+        self._z.write(b"Z")
+        self._z.close()
+        self._sink.close()
+        self._writer.commit()
+        self._done = True
+        return self._sink.size, self._sink.sha.hexdigest()
 
-def upload_image(
-    store: Store,
-    image_dir: Path,
-    *,
-    run_id: str,
-    checkpoint_id: str,
-    kind: str,
-    criu_version: str,
-    deployment_version: str,
-    parent: str | None = None,
-    dump_log: Path | None = None,
-    timings_ms: dict[str, int] | None = None,
-    progress: Progress | None = None,
-) -> Manifest:
-    """Stream ``image_dir`` as tar → zstd → sha256 → store, and write its manifest last.
-
-    The archive's sha256 covers every byte of every file (the tar is the
-    files, in order, with their sizes); the manifest also lists each file's
-    size so a restore can check it found exactly what was dumped.
-    """
-    prefix = checkpoint_prefix(run_id, checkpoint_id)
-    archive_key = f"{prefix}/snapshot.tar.zst"
-    started = time.monotonic()
-    files: list[FileEntry] = []
-    names = sorted(p.name for p in image_dir.iterdir() if p.is_file())
-    buf = bytearray(_PIPE_CHUNK)
-    view = memoryview(buf)
-    with store.open_writer(archive_key, progress=progress) as writer:
-        sink = _PipelinedSink(writer)
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
         try:
-            with _compressor().stream_writer(sink, closefd=False, write_size=_PIPE_CHUNK) as z:
-                for name in names:
-                    path = image_dir / name
-                    size = path.stat().st_size
-                    z.write(_tar_header(name, size))
-                    done = 0
-                    with open(path, "rb", buffering=0) as f:
-                        while done < size:
-                            n = f.readinto(view[: min(_PIPE_CHUNK, size - done)])
-                            if not n:
-                                raise IntegrityError(f"{path} shrank while being archived")
-                            z.write(view[:n])
-                            done += n
-                    z.write(b"\0" * (-size % _BLOCK))
-                    files.append(FileEntry(name=name, size=size, sha256=""))
-                z.write(b"\0" * (2 * _BLOCK))
-        finally:
-            sink.close()
-    timings = dict(timings_ms or {})
-    timings["upload"] = int((time.monotonic() - started) * 1000)
+            self._sink.close()
+        except BaseException:  # noqa: BLE001 - discarding anyway
+            pass
+        self._writer.abort()
+
+
+_PAGES = re.compile(r"^pages-(\d+)\.img$")
+
+
+class _Regrown(Exception):
+    """A file grew after it was archived as complete: the archive is not usable."""
+
+
+def archive_while_dumping(archive: ArchiveWriter, image_dir: Path, dumping: Callable[[], bool]) -> dict[str, int]:
+    """Archive the pages files while CRIU writes them; returns {name: archived size}.
+
+    A pages file counts as complete once CRIU has started a later one or has
+    exited. ``verify_archived`` checks that afterwards, and the caller falls
+    back to a plain upload if CRIU did not behave as expected.
+    """
+    archived: dict[str, int] = {}
+
+    def later_exists(n: int) -> bool:
+        return any((m := _PAGES.match(p.name)) and int(m.group(1)) > n for p in image_dir.iterdir())
+
+    while dumping():
+        pending = sorted((int(m.group(1)), p) for p in image_dir.iterdir()
+                         if (m := _PAGES.match(p.name)) and p.name not in archived)
+        if not pending:
+            time.sleep(_FOLLOW_POLL)
+            continue
+        n, path = pending[0]
+        archived[path.name] = archive.add(path, growing=lambda n=n: dumping() and not later_exists(n))
+    return archived
+
+
+def verify_archived(image_dir: Path, archived: dict[str, int]) -> None:
+    for name, size in archived.items():
+        if (image_dir / name).stat().st_size != size:
+            raise _Regrown(name)
+
+
+def finish_archive(archive: ArchiveWriter, image_dir: Path, archived: dict[str, int]) -> None:
+    """Add every file not archived yet (CRIU is done: nothing grows any more)."""
+    for path in sorted(image_dir.iterdir()):
+        if path.is_file() and path.name not in archived:
+            archive.add(path)
+
+
+def write_manifest(store: Store, archive: ArchiveWriter, size: int, sha256: str, *, run_id: str, checkpoint_id: str,
+                   kind: str, criu_version: str, deployment_version: str, parent: str | None = None,
+                   dump_log: Path | None = None, timings_ms: dict[str, int] | None = None) -> Manifest:
+    prefix = checkpoint_prefix(run_id, checkpoint_id)
     dump_log_key = None
     if dump_log is not None and dump_log.exists():
         dump_log_key = f"{prefix}/dump.log"
         store.put_bytes(dump_log_key, dump_log.read_bytes())
     manifest = Manifest(
-        checkpoint_id=checkpoint_id,
-        run_id=run_id,
-        kind=kind,
-        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(),
-        criu_version=criu_version,
-        deployment_version=deployment_version,
-        parent=parent,
-        archive_key=archive_key,
-        archive_size=sink.size,
-        archive_sha256=sink.sha.hexdigest(),
-        raw_bytes=sum(f.size for f in files),
-        files=files,
-        dump_log_key=dump_log_key,
-        timings_ms=timings,
+        checkpoint_id=checkpoint_id, run_id=run_id, kind=kind,
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(), criu_version=criu_version,
+        deployment_version=deployment_version, parent=parent, archive_key=archive.key, archive_size=size,
+        archive_sha256=sha256, raw_bytes=sum(f.size for f in archive.files), files=list(archive.files),
+        dump_log_key=dump_log_key, timings_ms=dict(timings_ms or {}),
     )
     store.put_bytes(manifest.key, manifest.to_json())
     return manifest
+
+
+def archive_key(run_id: str, checkpoint_id: str) -> str:
+    return f"{checkpoint_prefix(run_id, checkpoint_id)}/snapshot.zst"
+
+
+def upload_image(store: Store, image_dir: Path, *, run_id: str, checkpoint_id: str, kind: str, criu_version: str,
+                 deployment_version: str, parent: str | None = None, dump_log: Path | None = None,
+                 timings_ms: dict[str, int] | None = None, progress: Progress | None = None) -> Manifest:
+    """Archive a finished image directory and write its manifest last."""
+    started = time.monotonic()
+    archive = ArchiveWriter(store, archive_key(run_id, checkpoint_id), progress=progress)
+    try:
+        finish_archive(archive, image_dir, {})
+        size, sha = archive.close()
+    except BaseException:
+        archive.abort()
+        raise
+    timings = {**(timings_ms or {}), "upload": int((time.monotonic() - started) * 1000)}
+    return write_manifest(store, archive, size, sha, run_id=run_id, checkpoint_id=checkpoint_id, kind=kind,
+                          criu_version=criu_version, deployment_version=deployment_version, parent=parent,
+                          dump_log=dump_log, timings_ms=timings)
 
 
 class _Prefetch:
@@ -239,7 +306,7 @@ class _Prefetch:
     def _run(self) -> None:
         try:
             while not self._stop:
-                chunk = self.reader.read(_PIPE_CHUNK)
+                chunk = self.reader.read(_CHUNK)
                 if chunk:
                     self.sha.update(chunk)
                     self.size += len(chunk)
@@ -264,7 +331,7 @@ class _Prefetch:
         return out
 
     def drain(self) -> None:
-        while self.read(_PIPE_CHUNK):
+        while self.read(_CHUNK):
             pass
 
     def close(self) -> None:
@@ -299,43 +366,47 @@ def read_manifest(store: Store, key: str) -> Manifest:
 
 def download_image(store: Store, manifest: Manifest, dest: Path, *, progress: Progress | None = None) -> None:
     """Fetch, verify and unpack a snapshot into ``dest`` (created; removed again on any failure)."""
-    expected = {f.name: f for f in manifest.files}
+    expected = {f.name: f.size for f in manifest.files}
     dest.mkdir(parents=True, exist_ok=False)
     corrupt = f"snapshot {manifest.archive_key} is corrupt"
     try:
         src = _Prefetch(store.open_reader(manifest.archive_key, progress=progress))
-        seen: list[str] = []
+        seen: set[str] = set()
         try:
-            with zstandard.ZstdDecompressor().stream_reader(src, read_size=_PIPE_CHUNK, closefd=False) as zin:  # type: ignore[arg-type]
+            with zstandard.ZstdDecompressor().stream_reader(src, read_size=_CHUNK, closefd=False) as zin:  # type: ignore[arg-type]
+                if _read_exact(zin, len(MAGIC)) != MAGIC:
+                    raise IntegrityError(f"{corrupt} (not a torpor snapshot); it will not be restored")
                 while True:
-                    header = _read_exact(zin, _BLOCK)
-                    if len(header) < _BLOCK:
-                        raise IntegrityError(f"{corrupt} (truncated tar); it will not be restored")
-                    if header == b"\0" * _BLOCK:
+                    tag = _read_exact(zin, 1)
+                    if tag == b"Z":
                         break
-                    try:
-                        info = tarfile.TarInfo.frombuf(header, "utf-8", "strict")
-                    except tarfile.HeaderError as exc:
-                        raise IntegrityError(f"{corrupt} (bad tar header: {exc}); it will not be restored") from exc
-                    entry = expected.get(info.name)
-                    if entry is None or not info.isfile() or "/" in info.name or info.name in seen or info.size != entry.size:
-                        raise IntegrityError(f"{corrupt}: unexpected entry {info.name!r} ({info.size} bytes); refusing it")
-                    seen.append(info.name)
-                    fd = os.open(dest / info.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                    if tag != b"F":
+                        raise IntegrityError(f"{corrupt} (bad record {tag!r}); it will not be restored")
+                    (length,) = struct.unpack(">H", _read_exact(zin, 2))
+                    name = _read_exact(zin, length).decode("utf-8", "replace")
+                    if name not in expected or name in seen or "/" in name:
+                        raise IntegrityError(f"{corrupt}: unexpected file {name!r}; refusing it")
+                    seen.add(name)
+                    size = 0
+                    fd = os.open(dest / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                     with os.fdopen(fd, "wb", buffering=0) as out:
-                        left = info.size
-                        while left:
-                            chunk = zin.read(min(_PIPE_CHUNK, left))
-                            if not chunk:
-                                raise IntegrityError(f"{corrupt}: {info.name} is truncated; it will not be restored")
-                            out.write(chunk)
-                            left -= len(chunk)
-                    _read_exact(zin, -info.size % _BLOCK)
-                while zin.read(_PIPE_CHUNK):  # the tar's trailing zeros
+                        while (tag := _read_exact(zin, 1)) == b"D":
+                            (n,) = struct.unpack(">I", _read_exact(zin, 4))
+                            data = _read_exact(zin, n)
+                            if len(data) != n:
+                                raise IntegrityError(f"{corrupt}: {name} is truncated; it will not be restored")
+                            out.write(data)
+                            size += n
+                    if tag != b"E" or struct.unpack(">Q", _read_exact(zin, 8))[0] != size or size != expected[name]:
+                        raise IntegrityError(f"{corrupt}: {name} has {size} bytes, the manifest says {expected[name]}; "
+                                             "it will not be restored")
+                while zin.read(_CHUNK):
                     pass
             src.drain()  # hash the whole object, whatever follows the frame
         except zstandard.ZstdError as exc:
             raise IntegrityError(f"{corrupt} (zstd: {exc}); it will not be restored") from exc
+        except struct.error as exc:
+            raise IntegrityError(f"{corrupt} (truncated); it will not be restored") from exc
         finally:
             src.close()
         if src.size != manifest.archive_size or src.sha.hexdigest() != manifest.archive_sha256:
@@ -343,7 +414,7 @@ def download_image(store: Store, manifest: Manifest, dest: Path, *, progress: Pr
                 f"{corrupt} or truncated: {src.size} bytes with sha256 {src.sha.hexdigest()[:12]}…, the manifest says "
                 f"{manifest.archive_size} bytes with {manifest.archive_sha256[:12]}…; it will not be restored"
             )
-        missing = sorted(set(expected) - set(seen))
+        missing = sorted(set(expected) - seen)
         if missing:
             raise IntegrityError(f"{corrupt}: it lacks {', '.join(missing)}; it will not be restored")
     except BaseException:
@@ -354,8 +425,5 @@ def download_image(store: Store, manifest: Manifest, dest: Path, *, progress: Pr
 def delete_checkpoint(store: Store, run_id: str, checkpoint_id: str) -> int:
     """Remove a checkpoint: manifest first, so a half-deleted one is never restorable."""
     prefix = checkpoint_prefix(run_id, checkpoint_id)
-    try:
-        store.delete(f"{prefix}/manifest.json")
-        return store.delete_prefix(prefix + "/") + 1
-    except StoreError:
-        raise
+    store.delete(f"{prefix}/manifest.json")
+    return store.delete_prefix(prefix + "/") + 1
