@@ -14,6 +14,7 @@ from torpor.cli import _agent  # noqa: E402,F401  (agent)
 from torpor.cli import _dev  # noqa: E402,F401  (dev)
 from torpor.cli import _deploy  # noqa: E402,F401  (deploy)
 from torpor.cli import _service  # noqa: E402,F401  (install-service)
+from torpor.cli import _snapshots  # noqa: E402,F401  (snapshots)
 
 
 def main() -> None:
