@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import logging
 import os
 import secrets
@@ -231,7 +232,30 @@ class DevStack:
     # -- running ----------------------------------------------------------------------
 
     def failed(self) -> list[str]:
-        return [f"{name} (exit {p.returncode})" for name, p in self.procs if p.poll() is not None]
+        """Postgres or the coordinator ended: the stack cannot go on."""
+        return [f"{name} (exit {p.returncode})" for name, p in self.procs
+                if p.poll() is not None and not name.startswith("dev-agent")]
+
+    def reap_dead_agents(self) -> list[tuple[str, list[str]]]:
+        """An agent process that died is a host that died: its containers go with it.
+
+        Killing them (by id, from that agent's runc root) is what makes the
+        death look like a host's to the coordinator, which then restores those
+        runs elsewhere from their latest checkpoints. Returns what was reaped.
+        """
+        reaped = []
+        for name, p in list(self.procs):
+            if not name.startswith("dev-agent") or p.poll() is None:
+                continue
+            self.procs.remove((name, p))
+            root = self.agent_state_dir(name) / "runc"
+            out = subprocess.run(["runc", "--root", str(root), "list", "--format", "json"], capture_output=True,
+                                 text=True)
+            ids = [c["id"] for c in json.loads(out.stdout or "null") or []] if out.returncode == 0 else []
+            for cid in ids:
+                subprocess.run(["runc", "--root", str(root), "delete", "-f", cid], capture_output=True)
+            reaped.append((name, ids))
+        return reaped
 
     def stop(self, timeout: float = 30) -> None:
         """Agents first (they kill their containers), then the coordinator, then Postgres."""

@@ -120,12 +120,20 @@ class Agent:
         yield ap.AgentMessage(register=ap.Register(
             name=self.config.name, facts=self.facts(), slots=self.config.slots, labels=self.config.labels,
             holding=self.holding()))
+        next_beat = time.monotonic() + self.heartbeat_seconds
         while not self.stopped.is_set():
-            try:
-                msg = self.outbox.get(timeout=self.heartbeat_seconds)
-            except queue.Empty:
-                msg = ap.AgentMessage(heartbeat=ap.Heartbeat(slots_used=len(self.runs), facts=self.facts(),
+            # Heartbeats go out on time however busy the outbox is: the lease
+            # is renewed by them alone.
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + self.heartbeat_seconds
+                yield ap.AgentMessage(heartbeat=ap.Heartbeat(slots_used=len(self.runs), facts=self.facts(),
                                                              holding=self.holding()))
+                continue
+            try:
+                msg = self.outbox.get(timeout=max(0.0, next_beat - now))
+            except queue.Empty:
+                continue
             if msg is None:
                 return
             yield msg

@@ -52,11 +52,14 @@ def dev(data_dir: Path, port: int, agents: int, slots: int, store_url: str | Non
     click.echo("Ctrl-C stops everything.")
     sys.stdout.flush()
     try:
-        while not done.wait(1.0):
+        while not done.wait(0.5):
             dead = stack.failed()
             if dead:
                 click.echo(f"stopping: {', '.join(dead)} exited; see {d}/logs/", err=True)
                 break
+            for name, ids in stack.reap_dead_agents():
+                click.echo(f"{name} exited, as a host dies: killed its {len(ids)} container(s); the coordinator "
+                           "restores their runs elsewhere from their latest checkpoints", err=True)
     finally:
         click.echo("stopping torpor dev ...", err=True)
         stack.stop()

@@ -77,3 +77,14 @@ def save_points(payload):
         counter += 1
         checkpoint()
     return {"counter": counter}
+
+
+@task(id="steady", checkpoint_every=1.0)
+def steady(payload):
+    """Counts for a while, checkpointed every second: crash recovery restores it mid-way."""
+    started = time.time()
+    count = 0
+    for _ in range(payload.get("steps", 60)):
+        count += 1
+        time.sleep(0.25)
+    return {"started": started, "count": count, "attempt": context().attempt}

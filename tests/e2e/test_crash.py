@@ -1,0 +1,45 @@
+"""A host dies mid-run: the run continues on another agent from its latest checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Iterator
+
+import psutil
+import pytest
+
+from e2e_support import Stack, make_stack, trigger, wait_status
+from helpers import assert_eventually
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[Stack]:
+    yield from make_stack(2, "--slots", "2")
+
+
+def agent_pid(stack: Stack, name: str) -> int:
+    """The agent process whose command line names it (torpor dev starts one per agent)."""
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if "agent" in cmd and name in cmd and str(stack.dir) in " ".join(cmd):
+            return p.info["pid"]
+    raise AssertionError(f"no process for {name}")
+
+
+def test_run_survives_its_host_from_the_latest_checkpoint(pair):
+    run_id = trigger(pair, "steady", {"steps": 60})  # ~15 s of work
+    run = wait_status(pair, run_id, {"RUNNING"}, timeout=60)
+    victim = run["agent"]
+    assert_eventually(lambda: len(pair.cli_json("runs", "show", run_id)["checkpoints"]) >= 2, timeout=30)
+    killed_at = time.time()
+    os.kill(agent_pid(pair, victim), signal.SIGKILL)  # the host dies; torpor dev kills its containers with it
+    done = wait_status(pair, run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=120)
+    assert done["status"] == "COMPLETED", done
+    out = done["output"]
+    # The same process state went on: it started before the crash, counted to the end, no attempt spent.
+    assert out["started"] < killed_at and out["count"] == 60 and out["attempt"] == 1, out
+    restored = [e for e in done["events"] if e["type"] == "restored"]
+    assert restored and restored[-1]["agent"] != victim, done["events"]
+    assert any(c["kind"] == "PERIODIC" for c in done["checkpoints"])
