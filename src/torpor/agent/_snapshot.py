@@ -344,6 +344,58 @@ class _Prefetch:
         self.reader.close()
 
 
+class _FileWriter:
+    """Writes decompressed chunks on a thread of its own, from a small pool of buffers.
+
+    Decompression (caller) and the file writes (here) both release the GIL,
+    so they overlap; the buffers are reused, so nothing is copied twice.
+    """
+
+    def __init__(self, buffers: int = 3) -> None:
+        self._free: "queue.Queue[memoryview]" = queue.Queue()
+        self._buffers = buffers
+        for _ in range(buffers):
+            self._free.put(memoryview(bytearray(_CHUNK)))
+        self._work: "queue.Queue[tuple[int, memoryview, int] | None]" = queue.Queue()
+        self._error: BaseException | None = None
+        self._idle = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True, name="snapshot-writer")
+        self._t.start()
+
+    def _run(self) -> None:
+        while (item := self._work.get()) is not None:
+            fd, buf, n = item
+            try:
+                if self._error is None:
+                    view = buf[:n]
+                    while view:
+                        view = view[os.write(fd, view):]
+            except BaseException as exc:  # re-raised in the caller
+                self._error = exc
+            finally:
+                self._free.put(buf)
+
+    def buffer(self) -> memoryview:
+        if self._error is not None:
+            raise self._error
+        return self._free.get()
+
+    def write(self, fd: int, buf: memoryview, n: int) -> None:
+        self._work.put((fd, buf, n))
+
+    def sync(self) -> None:
+        """Wait until every buffer handed over is written (before its file is closed)."""
+        held = [self._free.get() for _ in range(self._buffers)]
+        for b in held:
+            self._free.put(b)
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        self._work.put(None)
+        self._t.join()
+
+
 def _read_exact(src, n: int) -> bytes:  # type: ignore[no-untyped-def]
     out = bytearray()
     while len(out) < n:
@@ -371,6 +423,7 @@ def download_image(store: Store, manifest: Manifest, dest: Path, *, progress: Pr
     corrupt = f"snapshot {manifest.archive_key} is corrupt"
     try:
         src = _Prefetch(store.open_reader(manifest.archive_key, progress=progress))
+        writer = _FileWriter()
         seen: set[str] = set()
         try:
             with zstandard.ZstdDecompressor().stream_reader(src, read_size=_CHUNK, closefd=False) as zin:  # type: ignore[arg-type]
@@ -389,14 +442,23 @@ def download_image(store: Store, manifest: Manifest, dest: Path, *, progress: Pr
                     seen.add(name)
                     size = 0
                     fd = os.open(dest / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                    with os.fdopen(fd, "wb", buffering=0) as out:
+                    try:
                         while (tag := _read_exact(zin, 1)) == b"D":
                             (n,) = struct.unpack(">I", _read_exact(zin, 4))
-                            data = _read_exact(zin, n)
-                            if len(data) != n:
-                                raise IntegrityError(f"{corrupt}: {name} is truncated; it will not be restored")
-                            out.write(data)
+                            if n > _CHUNK:
+                                raise IntegrityError(f"{corrupt} (a record of {n} bytes); it will not be restored")
+                            buf = writer.buffer()
+                            got = 0
+                            while got < n:
+                                k = zin.readinto(buf[got:n])
+                                if not k:
+                                    raise IntegrityError(f"{corrupt}: {name} is truncated; it will not be restored")
+                                got += k
+                            writer.write(fd, buf, n)
                             size += n
+                        writer.sync()
+                    finally:
+                        os.close(fd)
                     if tag != b"E" or struct.unpack(">Q", _read_exact(zin, 8))[0] != size or size != expected[name]:
                         raise IntegrityError(f"{corrupt}: {name} has {size} bytes, the manifest says {expected[name]}; "
                                              "it will not be restored")
@@ -408,6 +470,7 @@ def download_image(store: Store, manifest: Manifest, dest: Path, *, progress: Pr
         except struct.error as exc:
             raise IntegrityError(f"{corrupt} (truncated); it will not be restored") from exc
         finally:
+            writer.close()
             src.close()
         if src.size != manifest.archive_size or src.sha.hexdigest() != manifest.archive_sha256:
             raise IntegrityError(
