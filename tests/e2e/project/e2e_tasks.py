@@ -88,3 +88,8 @@ def steady(payload):
         count += 1
         time.sleep(0.25)
     return {"started": started, "count": count, "attempt": context().attempt}
+
+
+@task(id="bad-return", retry=Retry(max_attempts=1))
+def bad_return(payload):
+    return {1, 2, 3}  # a set is not JSON
