@@ -108,3 +108,15 @@ def test_cancel_while_suspended_releases_the_snapshot(stack):
     stack.cli("runs", "cancel", run_id)
     wait_status(stack, run_id, {"CANCELED"}, timeout=30)
     assert_eventually(lambda: not location.exists(), timeout=30, msg="snapshot of a canceled run not released")
+
+
+def test_on_demand_checkpoint_from_the_cli_keeps_the_run_going(stack):
+    run_id = trigger(stack, "busy", {"seconds": 6})
+    wait_status(stack, run_id, {"RUNNING"}, timeout=60)
+    out = stack.cli_json("runs", "checkpoint", run_id)
+    assert out["kind"] == "ON_DEMAND" and out["size_bytes"] > 0, out
+    assert (stack.dir / "store" / out["location"]).exists()
+    assert stack.cli_json("runs", "show", run_id)["status"] == "RUNNING"
+    done = wait_status(stack, run_id, {"COMPLETED", "FAILED"}, timeout=60)
+    assert done["status"] == "COMPLETED" and done["output"] == "done"
+    assert [c["kind"] for c in done["checkpoints"]] == ["ON_DEMAND"]
