@@ -324,7 +324,7 @@ class ContainerManager:
                 manifest.checkpoint_id, spec.socket_dir,
             )
         finally:
-            shutil.rmtree(image_dir, ignore_errors=True)
+            _remove_later(image_dir)  # CRIU is done with it; freeing it need not delay the run
 
     def kill(self, container: Container) -> int:
         """Kill and delete ``container``; returns its exit status."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from torpor.cli._api import _connection
 from torpor.cli._group import cli
 
 
@@ -25,32 +26,25 @@ def _settings(task: dict):  # type: ignore[no-untyped-def]
 
 @cli.command()
 @click.argument("project_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--address", envvar="TORPOR_ADDRESS", default="127.0.0.1:7433", show_default=True,
-              help="Coordinator host:port. [env TORPOR_ADDRESS]")
-@click.option("--api-key", envvar="TORPOR_API_KEY", help="API key. [env TORPOR_API_KEY]")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def deploy(project_dir: Path, address: str, api_key: str | None, as_json: bool) -> None:
+@_connection
+def deploy(client, project_dir: Path, as_json: bool) -> None:  # type: ignore[no-untyped-def]
     """Package PROJECT_DIR (holding torpor.toml), register its tasks, print the version.
 
     Tasks are found by importing the modules listed in torpor.toml in a
     separate process. The version is the content hash of the code: deploying
     unchanged code again is a no-op. New runs use the latest version; runs
-    already started keep theirs through retries and restores.
+    already started keep theirs through retries and restores. The bundle is
+    uploaded through the coordinator, which keeps it in its store.
     """
-    from torpor._errors import TorporError
     from torpor.agent._bundle import build, bundle_key
-    from torpor.client import Client
     from torpor.sdk._project import discover_tasks, load_project
 
-    try:
-        project = load_project(project_dir)
-        tasks = discover_tasks(project)
-        version, blob = build(project.root)
-        with Client(address, api_key=api_key) as client:
-            resp = client.deploy(version, [_settings(t) for t in tasks], project=project.name,
-                                 bundle_location=bundle_key(version), bundle=blob)
-    except TorporError as exc:
-        raise click.ClickException(str(exc)) from None
+    project = load_project(project_dir)
+    tasks = discover_tasks(project)
+    version, blob = build(project.root)
+    resp = client.deploy(version, [_settings(t) for t in tasks], project=project.name,
+                         bundle_location=bundle_key(version), bundle=blob)
     out = {"project": project.name, "version": resp.version, "created": resp.created,
            "bundle_bytes": len(blob), "tasks": [t["id"] for t in tasks]}
     if as_json:
