@@ -252,7 +252,7 @@ class Agent:
                 raise RuntimeError(f"run {spec.run.run_id} is already held here at generation {old.generation}")
             self.runs[spec.run.run_id] = slot
         if old is not None:  # a newer generation replaces a stale copy: fencing
-            self._kill(old, "stale_generation", report=False)
+            self._kill(old, "stale_generation")
         return slot
 
     def _serve(self, slot: RunSlot):  # type: ignore[no-untyped-def]
@@ -323,7 +323,7 @@ class Agent:
             if self.runs.get(slot.run_id) is slot:
                 del self.runs[slot.run_id]
 
-    def _kill(self, slot: RunSlot, reason: str, report: bool = True) -> None:
+    def _kill(self, slot: RunSlot, reason: str) -> None:
         with slot.lock:
             slot.stopping = reason
         if slot.container is not None and slot.container.running:

@@ -6,7 +6,6 @@ from the task into messages to the coordinator (``send``) and back.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -183,10 +182,8 @@ class RunSlot:
             exited.error = "" if res.ok else (res.error or "task failed")
             exited.traceback = res.traceback
         else:
+            # 137 = SIGKILL that the agent did not send: the kernel's OOM killer, most likely.
             exited.reason = self.stopping or ("oom" if code == 137 else "crashed")
             exited.error = f"the task's process ended with exit status {code} before reporting a result"
         return ap.AgentMessage(run_exited=exited)
 
-
-def outcome_json(value: object) -> str:
-    return json.dumps(value)
