@@ -61,6 +61,7 @@ step_minio() {
     GOBIN=$dir/.partial CGO_ENABLED=0 GOFLAGS=-buildvcs=false go install "$MINIO_MODULE@$MINIO_VERSION"
     mv "$dir/.partial/minio" "$dir/minio"
     rmdir "$dir/.partial"
+    mkdir -p "$TOOLS/bin"
     ln -sfn "$dir/minio" "$TOOLS/bin/minio"
     log "MinIO built: $dir/minio"
 }
