@@ -1,0 +1,49 @@
+"""Containers are hardened and limited by the task's settings."""
+
+from __future__ import annotations
+
+
+import ast
+from torpor.agent import Limits
+
+PROBE = r"""
+import os, socket, sys
+report = {}
+report["uid"] = os.getuid()
+report["caps"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0]
+report["nnp"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("NoNewPrivs")][0]
+try:
+    open("/usr/torpor-write-test", "w")
+    report["root_writable"] = True
+except OSError:
+    report["root_writable"] = False
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+rc = libc.unshare(0x10000000)  # CLONE_NEWUSER
+report["unshare"] = ctypes.get_errno() if rc != 0 else "allowed"
+rc = libc.mount(b"none", b"/tmp", b"tmpfs", 0, None)
+report["mount"] = ctypes.get_errno() if rc != 0 else "allowed"
+print(report, flush=True)
+blob = bytearray(200 << 20)
+for i in range(0, len(blob), 4096):
+    blob[i] = 1
+print("survived 200 MB", flush=True)
+"""
+
+
+def test_hardening_and_memory_limit(make_agent, file_store, state_dir):
+    agent = make_agent(file_store)
+    app = state_dir / "limits-app"
+    app.mkdir(mode=0o755)
+    (app / "probe.py").write_text(PROBE)
+    c = agent.start(run_id="run-limits", args=["/usr/bin/python3", "/app/probe.py"], app_dir=app,
+                    limits=Limits(memory_bytes=64 << 20, pids=64))
+    code = c.wait(timeout=60)
+    out = agent.mgr.run_log("run-limits", "stdout").read_text()
+    report = ast.literal_eval(out.splitlines()[0])  # the probe prints a dict literal
+    assert report["uid"] == 1000
+    assert int(report["caps"], 16) == 0 and report["nnp"] == "1"
+    assert report["root_writable"] is False
+    assert report["unshare"] == 1 and report["mount"] == 1  # EPERM from the seccomp deny-list
+    # 200 MB against a 64 MB limit: the kernel kills it.
+    assert "survived" not in out and code == 137, (code, out)
