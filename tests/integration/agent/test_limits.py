@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-
 import ast
+
 from torpor.agent import Limits
 
 PROBE = r"""
