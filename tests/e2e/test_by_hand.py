@@ -109,7 +109,10 @@ def test_coordinator_and_two_agents_by_hand(empty_postgres_url, s3_target, work)
             return json.loads(cli("runs", "show", run_id, "--json"))
 
         # A wait: the snapshot goes to S3 and comes back.
-        waiting = json.loads(cli("trigger", "big-state", "--payload", '{"mb": 10, "seconds": 4}', "--json"))["id"]
+        waiting = json.loads(cli("trigger", "big-state", "--payload", '{"mb": 10, "seconds": 6}', "--json"))["id"]
+        suspended = assert_eventually(lambda: (r := show(waiting))["status"] == "SUSPENDED" and r, timeout=60)
+        location = suspended["checkpoints"][-1]["location"]
+        assert any(k.endswith(location) for k in s3_target.raw_keys())
         # A run checkpointed every second, whose host is about to die.
         moving = json.loads(cli("trigger", "steady", "--payload", '{"steps": 48}', "--json"))["id"]
         run = assert_eventually(lambda: (r := show(moving))["status"] == "RUNNING" and len(r["checkpoints"]) >= 2 and r,
@@ -122,8 +125,6 @@ def test_coordinator_and_two_agents_by_hand(empty_postgres_url, s3_target, work)
 
         done = assert_eventually(lambda: (r := show(waiting))["status"] in ("COMPLETED", "FAILED") and r, timeout=90)
         assert done["status"] == "COMPLETED" and done["output"]["before"] == done["output"]["after"], done
-        suspend = [c for c in done["checkpoints"] if c["kind"] == "SUSPEND"]
-        assert suspend and any(k.endswith(suspend[0]["location"]) for k in s3_target.raw_keys())
 
         moved = assert_eventually(lambda: (r := show(moving))["status"] in ("COMPLETED", "FAILED", "CRASHED") and r,
                                   timeout=120)
