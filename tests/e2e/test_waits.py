@@ -40,6 +40,9 @@ def test_short_wait_is_served_in_place(stack):
     assert done["status"] == "COMPLETED", done
     assert 1.0 <= done["output"]["slept"] < 3.0
     assert not [c for c in done["checkpoints"] if c["kind"] == "SUSPEND"]
+    logs = stack.cli("runs", "logs", run_id)  # the task's stdout on stdout, its stderr on stderr
+    assert "short-wait says hello" in logs.stdout, logs
+    assert "INFO and logs through torpor.logger" in logs.stderr, logs
 
 
 def test_token_completed_through_cli_resumes_with_its_data(stack):

@@ -5,7 +5,7 @@ import os
 import random
 import time
 
-from torpor import Retry, checkpoint, context, metadata, task, wait
+from torpor import Retry, checkpoint, context, logger, metadata, task, wait
 
 
 @task(id="big-state")
@@ -65,6 +65,8 @@ def flaky(payload):
 
 @task(id="short-wait")
 def short_wait(payload):
+    print("short-wait says hello", flush=True)
+    logger.info("and logs through torpor.logger")
     t0 = time.monotonic()
     wait.for_(seconds=payload.get("seconds", 1))
     return {"slept": time.monotonic() - t0, "pid": os.getpid()}
