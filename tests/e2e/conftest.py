@@ -1,3 +1,3 @@
 """Fixtures for the end-to-end tests; the stack itself is in e2e_support.py."""
 
-from e2e_support import stack  # noqa: F401  (module-scoped fixture)
+from e2e_support import stack, work  # noqa: F401  (fixtures)

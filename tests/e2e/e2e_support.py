@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -141,3 +140,47 @@ def wait_status(stack: Stack, run_id: str, statuses: set[str], timeout: float = 
 def trigger(stack: Stack, task: str, payload: Any) -> str:
     out = stack.cli_json("trigger", task, "--payload", json.dumps(payload))
     return out["run_id"] if "run_id" in out else out["id"]
+
+
+CLI = [sys.executable, "-m", "torpor.cli"]
+
+
+class Procs:
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = open(self.work / f"{name}.log", "wb")
+        p = subprocess.Popen([*CLI, *args], env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        self.procs[name] = p
+        return p
+
+    def log(self, name: str) -> str:
+        return (self.work / f"{name}.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        for name, p in self.procs.items():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def runc_ids(state: Path) -> list[str]:
+    out = subprocess.run(["runc", "--root", str(state / "runc"), "list", "--format", "json"], capture_output=True,
+                         text=True)
+    return [c["id"] for c in json.loads(out.stdout or "null") or []] if out.returncode == 0 else []
+
+
+@pytest.fixture
+def work():
+    d = Path(tempfile.mkdtemp(prefix="torpor-hand-", dir="/var/tmp"))
+    d.chmod(0o711)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

@@ -10,62 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-import pytest
-
-from e2e_support import _need_stack
+from e2e_support import CLI, PROJECT, Procs, _need_stack, runc_ids
 from helpers import assert_eventually, free_port
-
-PROJECT = Path(__file__).resolve().parent / "project"
-CLI = [sys.executable, "-m", "torpor.cli"]
-
-
-class Procs:
-    def __init__(self, work: Path) -> None:
-        self.work = work
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = open(self.work / f"{name}.log", "wb")
-        p = subprocess.Popen([*CLI, *args], env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log.close()
-        self.procs[name] = p
-        return p
-
-    def log(self, name: str) -> str:
-        return (self.work / f"{name}.log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        for name, p in self.procs.items():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-
-
-def runc_ids(state: Path) -> list[str]:
-    out = subprocess.run(["runc", "--root", str(state / "runc"), "list", "--format", "json"], capture_output=True,
-                         text=True)
-    return [c["id"] for c in json.loads(out.stdout or "null") or []] if out.returncode == 0 else []
-
-
-@pytest.fixture
-def work():
-    d = Path(tempfile.mkdtemp(prefix="torpor-hand-", dir="/var/tmp"))
-    d.chmod(0o711)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_coordinator_and_two_agents_by_hand(empty_postgres_url, s3_target, work):

@@ -12,7 +12,6 @@ import os
 import random
 import socket
 import subprocess
-import sys
 import threading
 import time
 
