@@ -122,20 +122,22 @@ class Demo:
                 return r
             time.sleep(0.25)
 
-    def containers(self) -> dict[str, list[str]]:
+    def runc_list(self) -> dict[str, list[dict]]:
+        """Each agent's containers, from its runc root."""
         out = {}
         for agent in ("dev-agent-1", "dev-agent-2"):
             root = self.data / "agents" / agent / "runc"
             proc = subprocess.run(["runc", "--root", str(root), "list", "--format", "json"], capture_output=True, text=True)
-            out[agent] = [c["id"] for c in json.loads(proc.stdout or "null") or []]
+            out[agent] = json.loads(proc.stdout or "null") or []
         return out
+
+    def containers(self) -> dict[str, list[str]]:
+        return {agent: [c["id"] for c in cs] for agent, cs in self.runc_list().items()}
 
     def run_rss(self, run_id: str) -> int:
         total = 0
-        for agent in ("dev-agent-1", "dev-agent-2"):
-            root = self.data / "agents" / agent / "runc"
-            proc = subprocess.run(["runc", "--root", str(root), "list", "--format", "json"], capture_output=True, text=True)
-            for c in json.loads(proc.stdout or "null") or []:
+        for cs in self.runc_list().values():
+            for c in cs:
                 if c["id"].startswith(run_id) and c["pid"]:
                     try:
                         p = psutil.Process(c["pid"])

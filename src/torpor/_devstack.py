@@ -259,10 +259,11 @@ class DevStack:
 
     def stop(self, timeout: float = 30) -> None:
         """Agents first (they kill their containers), then the coordinator, then Postgres."""
-        order = sorted(self.procs, key=lambda np: (0 if np[0].startswith("dev-agent") else 1 if np[0] == "coordinator" else 2))
+        def rank(name: str) -> int:
+            return 0 if name.startswith("dev-agent") else 1 if name == "coordinator" else 2
+
         for group in (0, 1, 2):
-            batch = [(n, p) for n, p in order
-                     if (0 if n.startswith("dev-agent") else 1 if n == "coordinator" else 2) == group]
+            batch = [(n, p) for n, p in self.procs if rank(n) == group]
             for name, p in batch:
                 if p.poll() is None:
                     # postgres: SIGINT is its "fast" shutdown.

@@ -72,9 +72,7 @@ class Stack:
         return self.dir / "agents" / name
 
     def runc_list(self, name: str) -> list[dict[str, Any]]:
-        out = subprocess.run(["runc", "--root", str(self.agent_state(name) / "runc"), "list", "--format", "json"],
-                             capture_output=True, text=True, check=True).stdout
-        return json.loads(out or "null") or []
+        return runc_list_at(self.agent_state(name), check=True)
 
     def stop(self) -> None:
         if self._client is not None:
@@ -172,10 +170,15 @@ class Procs:
                 p.wait()
 
 
-def runc_ids(state: Path) -> list[str]:
+def runc_list_at(state: Path, *, check: bool = False) -> list[dict[str, Any]]:
+    """Containers in an agent's runc root (STATE/runc); [] when it does not exist, unless ``check``."""
     out = subprocess.run(["runc", "--root", str(state / "runc"), "list", "--format", "json"], capture_output=True,
-                         text=True)
-    return [c["id"] for c in json.loads(out.stdout or "null") or []] if out.returncode == 0 else []
+                         text=True, check=check)
+    return json.loads(out.stdout or "null") or [] if out.returncode == 0 else []
+
+
+def runc_ids(state: Path) -> list[str]:
+    return [c["id"] for c in runc_list_at(state)]
 
 
 @pytest.fixture

@@ -397,18 +397,24 @@ class Agent:
         slot = self._slot(body.run, "checkpoint")
         if slot is None or slot.container is None:
             raise RuntimeError(f"run {body.run.run_id} is not running on agent {self.config.name}")
+        if not self._checkpoint_running(slot, body.kind or cm.ON_DEMAND, request_id=body.request_id):
+            raise RuntimeError(f"run {body.run.run_id} is being suspended; no checkpoint taken")
+
+    def _checkpoint_running(self, slot: RunSlot, kind: int, request_id: str = "") -> bool:
+        """A leave-running checkpoint, reported to the coordinator; False if the run is being suspended."""
         with slot.dump_lock:
-            ckpt = self._dump(slot, kind=body.kind or cm.ON_DEMAND, leave_running=True)
+            if slot.suspending:
+                return False
+            ckpt = self._dump(slot, kind=kind, leave_running=True)
         self.send(ap.AgentMessage(checkpoint_recorded=ap.CheckpointRecorded(
-            run=slot.ref(), checkpoint=ckpt, request_id=body.request_id)))
+            run=slot.ref(), checkpoint=ckpt, request_id=request_id)))
+        return True
 
     def _checkpoint_for_task(self, slot: RunSlot, wait_id: str) -> None:
         """``torpor.checkpoint()`` from task code: dump (leave running), then wake the task."""
         try:
-            with slot.dump_lock:
-                ckpt = self._dump(slot, kind=cm.ON_DEMAND, leave_running=True)
-            self.send(ap.AgentMessage(checkpoint_recorded=ap.CheckpointRecorded(run=slot.ref(), checkpoint=ckpt)))
-            slot.resolve(wait_id, Outcome(result_json="true"))
+            recorded = self._checkpoint_running(slot, cm.ON_DEMAND)
+            slot.resolve(wait_id, Outcome(result_json="true" if recorded else "false"))
         except Exception as exc:
             log.exception("checkpoint asked by the task failed")
             slot.resolve(wait_id, Outcome(result_json="false"))
@@ -424,10 +430,7 @@ class Agent:
             if container is None or not container.running or slot.suspending or self.runs.get(slot.run_id) is not slot:
                 return
             try:
-                with slot.dump_lock:
-                    if slot.suspending:
-                        return
-                    ckpt = self._dump(slot, kind=cm.PERIODIC, leave_running=True)
-                self.send(ap.AgentMessage(checkpoint_recorded=ap.CheckpointRecorded(run=slot.ref(), checkpoint=ckpt)))
+                if not self._checkpoint_running(slot, cm.PERIODIC):
+                    return
             except Exception:
                 log.exception("periodic checkpoint failed")
