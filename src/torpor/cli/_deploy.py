@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from torpor.cli._api import _connection
 from torpor.cli._group import cli
+
+if TYPE_CHECKING:
+    from torpor.agent._bundle import BundleFile
 
 
 def _settings(task: dict):  # type: ignore[no-untyped-def]
@@ -26,9 +31,11 @@ def _settings(task: dict):  # type: ignore[no-untyped-def]
 
 @cli.command()
 @click.argument("project_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True,
+              help="List the files the bundle would hold and their sizes; contact no coordinator, import no code.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_connection
-def deploy(client, project_dir: Path, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+def deploy(client, project_dir: Path, dry_run: bool, as_json: bool) -> None:  # type: ignore[no-untyped-def]
     """Package PROJECT_DIR (holding torpor.toml), register its tasks, print the version.
 
     Tasks are found by importing the modules listed in torpor.toml in a
@@ -36,13 +43,24 @@ def deploy(client, project_dir: Path, as_json: bool) -> None:  # type: ignore[no
     unchanged code again is a no-op. New runs use the latest version; runs
     already started keep theirs through retries and restores. The bundle is
     uploaded through the coordinator, which keeps it in its store.
+
+    The bundle leaves out .torpor/, virtualenvs, .git/, caches, whatever a
+    .gitignore or torpor.toml's exclude lists, and anything that is not a
+    regular file; it is refused over torpor.toml's max_bundle_mb (50 MB).
     """
-    from torpor.agent._bundle import build, bundle_key
+    from torpor.agent._bundle import bundle_key, check_size, pack, select_files
     from torpor.sdk._project import discover_tasks, load_project
 
     project = load_project(project_dir)
+    # Select and size-check first: a project that cannot be packaged fails before its code is imported. The
+    # client's channel connects on its first call, so a dry run, which makes none, needs no coordinator.
+    files = select_files(project.root, exclude=project.exclude)
+    total = check_size(project.root, files, project.max_bundle_bytes)
+    if dry_run:
+        _print_dry_run(project.name, files, total, project.max_bundle_bytes, as_json)
+        return
     tasks = discover_tasks(project)
-    version, blob = build(project.root)
+    version, blob = pack(project.root, files)
     resp = client.deploy(version, [_settings(t) for t in tasks], project=project.name,
                          bundle_location=bundle_key(version), bundle=blob)
     out = {"project": project.name, "version": resp.version, "created": resp.created,
@@ -52,3 +70,15 @@ def deploy(client, project_dir: Path, as_json: bool) -> None:  # type: ignore[no
     else:
         state = "deployed" if resp.created else "already deployed"
         click.echo(f"{project.name} {resp.version} {state}: {len(tasks)} task(s): {', '.join(out['tasks'])}")
+
+
+def _print_dry_run(project: str, files: Sequence[BundleFile], total: int, limit: int, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"project": project, "files": [{"path": f.path, "size": f.size} for f in files],
+                               "total_bytes": total, "file_count": len(files)}, indent=2))
+        return
+    width = max((len(f"{f.size:,}") for f in files), default=1)
+    for f in files:
+        click.echo(f"{f.size:>{width},}  {f.path}")
+    mb = 1 << 20
+    click.echo(f"{len(files)} file(s), {total:,} bytes ({total / mb:.1f} MB of the {limit / mb:g} MB limit)")

@@ -16,6 +16,12 @@ from torpor._errors import ConfigError
 MANIFEST = "torpor.toml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_KNOWN = ("project", "modules", "exclude", "max_bundle_mb")
+DEFAULT_MAX_BUNDLE_MB = 50
+# The same ceiling as torpor.agent._bundle.MAX_BUNDLE_BYTES (fetch and the coordinator refuse larger bundles);
+# not imported from there because this module also runs inside containers. A test checks they agree.
+MAX_BUNDLE_MB = 256
+MB = 1 << 20
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,6 +32,10 @@ class Project:
     """``project = "..."`` in torpor.toml."""
     modules: tuple[str, ...]
     """Modules imported to find the tasks (``modules = ["tasks"]``)."""
+    exclude: tuple[str, ...] = ()
+    """Gitignore patterns, relative to root, left out of the bundle on top of .gitignore (``exclude = ["data/"]``)."""
+    max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_MB * MB
+    """Limit on the bundle's packaged (uncompressed) files; ``max_bundle_mb = 50`` in torpor.toml, 1 MB = 2**20 bytes."""
 
 
 def load_project(root: Path) -> Project:
@@ -43,10 +53,43 @@ def load_project(root: Path) -> Project:
     modules = data.get("modules")
     if not isinstance(modules, list) or not modules or not all(isinstance(m, str) and _MODULE.match(m) for m in modules):
         raise ConfigError(f"{path}: 'modules' must be a non-empty list of module names, e.g. [\"tasks\"] (got {modules!r})")
-    unknown = sorted(set(data) - {"project", "modules"})
+    unknown = sorted(set(data) - set(_KNOWN))
     if unknown:
-        raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)} (known: project, modules)")
-    return Project(root=root, name=name, modules=tuple(modules))
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(_KNOWN)})")
+    return Project(root=root, name=name, modules=tuple(modules), exclude=_exclude(path, data.get("exclude", [])),
+                   max_bundle_bytes=_max_bundle_bytes(path, data.get("max_bundle_mb", DEFAULT_MAX_BUNDLE_MB)))
+
+
+def _exclude(path: Path, value: Any) -> tuple[str, ...]:
+    example = 'e.g. exclude = ["data/", "*.csv"]'
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise ConfigError(f"{path}: 'exclude' must be a list of gitignore patterns, {example} (got {value!r})")
+    import pathspec  # only the CLI loads torpor.toml; task code in containers never needs it
+
+    for pattern in value:
+        if "\n" in pattern or "\r" in pattern:
+            raise ConfigError(f"{path}: 'exclude' pattern {pattern!r} holds a line break; give one pattern per "
+                              f"list item, {example}")
+        try:
+            spec = pathspec.GitIgnoreSpec.from_lines([pattern])
+        except ValueError as exc:
+            raise ConfigError(f"{path}: 'exclude' pattern {pattern!r} is not a valid gitignore pattern ({exc}); "
+                              f"{example}") from None
+        if all(p.include is None for p in spec.patterns):
+            raise ConfigError(f"{path}: 'exclude' pattern {pattern!r} matches nothing (empty, a comment, or '/'); "
+                              f"{example}")
+    return tuple(value)
+
+
+def _max_bundle_bytes(path: Path, value: Any) -> int:
+    what = f"{path}: 'max_bundle_mb' must be a number of megabytes above 0, e.g. max_bundle_mb = 100"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:  # "not >": NaN too
+        raise ConfigError(f"{what} (got {value!r})")
+    if value > MAX_BUNDLE_MB:
+        raise ConfigError(f"{what} (got {value!r}); {MAX_BUNDLE_MB} is the most: agents and coordinators refuse "
+                          f"larger bundles, so keep data out of the bundle with exclude = [\"data/\"] and read it "
+                          f"from storage at run time")
+    return max(1, int(value * MB))
 
 
 _DISCOVER = r"""
@@ -71,7 +114,7 @@ def discover_tasks(project: Project, *, python: str | None = None, timeout: floa
     """Import the project's modules in a separate process and list the tasks they declare."""
     proc = subprocess.run(
         [python or sys.executable, "-c", _DISCOVER, str(project.root), *project.modules],
-        capture_output=True, text=True, timeout=timeout, cwd=project.root,
+        check=False, capture_output=True, text=True, timeout=timeout, cwd=project.root,
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
