@@ -13,12 +13,15 @@ from typing import Any, Callable
 
 import click
 
-from torpor._errors import RPCError, TorporError
+from torpor._errors import ErrorCode, RPCError
 from torpor.cli._group import cli
 
 
 def _connection(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Add --address/--api-key/--tls/--ca-file; pass a connected ``client``; print RPC errors plainly."""
+    """Add --address/--api-key/--tls/--ca-file; pass a connected ``client``.
+
+    Errors are left to the root group, which prints them as one line with a hint.
+    """
 
     @click.option("--address", envvar="TORPOR_ADDRESS", default="127.0.0.1:7433", show_default=True,
                   help="Coordinator host:port (env TORPOR_ADDRESS).")
@@ -31,13 +34,8 @@ def _connection(fn: Callable[..., Any]) -> Callable[..., Any]:
         from torpor.client import Client, ClientTLS
 
         tls_setting: bool | ClientTLS = ClientTLS(ca_file=ca_file) if ca_file else tls
-        try:
-            with Client(address, api_key=api_key, tls=tls_setting) as client:
-                return fn(client=client, **kwargs)
-        except RPCError as exc:
-            raise click.ClickException(f"{exc.code.name}: {exc.message}") from None
-        except TorporError as exc:
-            raise click.ClickException(str(exc)) from None
+        with Client(address, api_key=api_key, tls=tls_setting) as client:
+            return fn(client=client, **kwargs)
 
     return wrapper
 
@@ -77,6 +75,8 @@ def _show_run(run: Any) -> None:
     for label, value in rows:
         if value:
             click.echo(f"  {label:<9}{value}")
+    if d["waiting"]:
+        click.echo(f"  waiting  {_describe_wait(d['id'], d['waiting'])}")
     if d["traceback"]:
         click.echo("  traceback:")
         for line in d["traceback"].rstrip().splitlines():
@@ -89,6 +89,31 @@ def _show_run(run: Any) -> None:
         click.echo("\nCheckpoints")
         for c in d["checkpoints"]:
             click.echo(f"  {c['id']:<24} {c['kind']:<10} {c['size_bytes']:>12,} B  {c['duration_ms']:>6} ms  {c['agent']}")
+
+
+def _describe_wait(run_id: str, w: dict[str, Any]) -> str:
+    """The run's current wait, and the command that ends it."""
+    if w["kind"] == "token":
+        until = f", times out {w['due_at'][:19]}Z" if w["due_at"] else ""
+        return f"on token {w['token_id']}{until} (complete it: torpor tokens complete {w['token_id']} --data JSON)"
+    if w["kind"] == "children":
+        return f"on {len(w['child_run_ids'])} child run(s): {', '.join(w['child_run_ids'])}"
+    return f"until {(w['due_at'] or '?')[:19]}Z (end it now: torpor runs wake {run_id})"
+
+
+def _status_line(run: Any) -> str:
+    """``RUN_ID  STATUS`` and what a person wants next to it: the output, the error or the wait."""
+    from torpor.client import run_dict
+
+    d = run_dict(run)
+    line = f"{d['id']}  {d['status']}"
+    if d["status"] == "COMPLETED":
+        line += f"  {_short(run.output_json or 'null', 200)}"
+    elif d["error"]:
+        line += f"  {_short(d['error'], 200)}"
+    elif d["waiting"]:
+        line += f"  waiting {_describe_wait(d['id'], d['waiting'])}"
+    return line
 
 
 @cli.command("trigger")
@@ -203,13 +228,70 @@ def _run_action(name: str, doc: str, call: Callable[[Any, str], Any]) -> None:
         if as_json:
             _dump(run_dict(run))
         else:
-            click.echo(f"{run.id}  {run_dict(run)['status']}")
+            click.echo(_status_line(run))
 
 
 _run_action("cancel", "Cancel a run: kill its container, release its snapshot, cancel its children.",
             lambda c, run_id: c.cancel_run(run_id))
 _run_action("replay", "Start a new run of the same task with the same payload, on the latest version.",
             lambda c, run_id: c.replay_run(run_id).run)
+_run_action("wake", "End RUN_ID's current time wait (wait.for_ / wait.until) now, as if its time had come.\n\n"
+            "A suspended run is restored and goes on; a run still being suspended is woken where it is. "
+            "A run waiting on a token is refused (complete the token: torpor tokens complete), and so is one "
+            "waiting on child runs.",
+            lambda c, run_id: c.wake_run(run_id))
+
+
+@runs_group.command("wait")
+@click.argument("run_id")
+@click.option("--for", "until", type=click.Choice(["finished", "waiting", "suspended"]), default="finished",
+              show_default=True,
+              help="finished: until the run ends (exit 1 unless COMPLETED). waiting: until it waits on a time, a "
+                   "token or children. suspended: until it waits as a snapshot, its container gone (both exit 1 "
+                   "if the run ends first).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Give up after this many seconds (exit 2). Default: wait as long as it takes.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@_connection
+def runs_wait(client: Any, run_id: str, until: str, timeout: float | None, as_json: bool) -> None:
+    """Block until RUN_ID finishes, or until it waits; print its status line.
+
+    \b
+    Scripts use it to follow a run step by step, e.g.:
+      RUN=$(torpor trigger my-task)
+      torpor runs wait $RUN --for suspended && torpor runs wake $RUN
+    """
+    from torpor.client import run_dict
+    from torpor.client._client import TERMINAL
+
+    run = None
+    try:
+        for run in client.watch_run(run_id, timeout=timeout):
+            if run.status in TERMINAL or _reached(run, until):
+                break
+    except RPCError as exc:
+        if exc.code != ErrorCode.DEADLINE_EXCEEDED:
+            raise
+        click.echo(f"Error: run {run_id} was not {until} "
+                   f"within {timeout:g} s" + (f" (it is {run_dict(run)['status']})" if run else ""), err=True)
+        sys.exit(2)
+    if run is None:
+        raise RPCError(f"the coordinator sent nothing about run {run_id}", code=ErrorCode.UNAVAILABLE)
+    if as_json:
+        _dump(run_dict(run))
+    else:
+        click.echo(_status_line(run))
+    ok = _reached(run, until) if until != "finished" else run_dict(run)["status"] == "COMPLETED"
+    sys.exit(0 if ok else 1)
+
+
+def _reached(run: Any, until: str) -> bool:
+    from torpor._proto.v1 import common_pb2
+
+    if until == "waiting":
+        return run.HasField("waiting")
+    # A SUSPENDED run whose wait already resolved is about to be restored: not what the caller waits for.
+    return until == "suspended" and run.status == common_pb2.SUSPENDED and run.HasField("waiting")
 
 
 @runs_group.command("checkpoint")
@@ -236,12 +318,24 @@ def tokens_group() -> None:
 
 
 @tokens_group.command("complete")
-@click.argument("token")
+@click.argument("token", required=False)
+@click.option("--run", "run_id", default=None, help="Complete the token this run is waiting on now, instead of TOKEN.")
 @click.option("--data", default=None, help="JSON given to the waiting run, or @file.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_connection
-def tokens_complete(client: Any, token: str, data: str | None, as_json: bool) -> None:
-    """Complete TOKEN; the run waiting on it resumes with DATA."""
+def tokens_complete(client: Any, token: str | None, run_id: str | None, data: str | None, as_json: bool) -> None:
+    """Complete TOKEN (or the token --run RUN waits on); the run waiting on it resumes with DATA."""
+    if (token is None) == (run_id is None):
+        raise click.UsageError("give either TOKEN or --run RUN_ID (the run whose token to complete)")
+    if run_id is not None:
+        run = client.get_run(run_id)
+        if not run.HasField("waiting") or run.waiting.kind != "token":
+            from torpor.client import run_dict
+
+            d = run_dict(run)
+            what = f"waits {_describe_wait(run_id, d['waiting'])}" if d["waiting"] else "is not waiting"
+            raise click.ClickException(f"run {run_id} is {d['status']} and {what}, not on a token")
+        token = run.waiting.token_id
     resp = client.complete_token(token, data_json=_json_arg(data, "--data") or "null")
     if as_json:
         _dump({"token": token, "completed": resp.completed, "run_id": resp.run_id})

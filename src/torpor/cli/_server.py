@@ -90,17 +90,14 @@ def migrate_cmd(db_url: str) -> None:
 
 
 def _db_call(db_url: str, work, *args):  # type: ignore[no-untyped-def]
-    """Run one unit of work against the database from a short-lived pool."""
-    from torpor.coordinator import Database
+    """Run one unit of work in one transaction on one connection; a database that is down fails in seconds."""
+    from psycopg.rows import dict_row
 
-    db = Database(db_url, pool_size=1)
-    db.open()
-    try:
-        return db.run(work, *args)
-    except TorporError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        db.close()
+    from torpor.coordinator._db import connect_retrying
+
+    with connect_retrying(db_url, attempts=3, connect_timeout=5, row_factory=dict_row) as conn:
+        with conn.transaction(), conn.cursor() as cur:
+            return work(cur, *args)
 
 
 @cli.group("keys")

@@ -29,9 +29,11 @@ class ClientTLS:
     """Name to check the certificate against when it differs from the address's host."""
 
 
-def _rpc_error(exc: grpc.RpcError) -> RPCError:
+def _rpc_error(exc: grpc.RpcError, address: str = "") -> RPCError:
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = exc.details() if hasattr(exc, "details") else str(exc)
+    if code == grpc.StatusCode.UNAVAILABLE and address:
+        details = f"cannot reach the coordinator at {address} ({details})"
     err = RPCError(details or code.name, code=ErrorCode.from_grpc(code))
     err.grpc_status = code  # type: ignore[attr-defined]
     return err
@@ -43,15 +45,15 @@ def _mapped(fn: Callable[..., T]) -> Callable[..., T]:
         try:
             return fn(*args, **kwargs)
         except grpc.RpcError as exc:
-            raise _rpc_error(exc) from None
+            raise _rpc_error(exc, getattr(args[0], "address", "") if args else "") from None
     return call
 
 
-def _stream(it: Iterator[T]) -> Iterator[T]:
+def _stream(it: Iterator[T], address: str = "") -> Iterator[T]:
     try:
         yield from it
     except grpc.RpcError as exc:
-        raise _rpc_error(exc) from None
+        raise _rpc_error(exc, address) from None
 
 
 def _ts(value: dt.datetime | None) -> Any:
@@ -168,10 +170,15 @@ class Client:
         text = data_json if data_json is not None else json.dumps(data)
         return self._call("CompleteToken", coordinator_pb2.CompleteTokenRequest(token_id=token_id, data_json=text))
 
+    @_mapped
+    def wake_run(self, run_id: str) -> common_pb2.Run:
+        """End the run's current time wait now, as if its time had come. Token and children waits are refused."""
+        return self._call("WakeRun", coordinator_pb2.WakeRunRequest(run_id=run_id))
+
     def watch_run(self, run_id: str, *, timeout: float | None = None) -> Iterator[common_pb2.Run]:
         """The run now, then each time it changes, until it finishes."""
         return _stream(self._stub.WatchRun(coordinator_pb2.WatchRunRequest(run_id=run_id), metadata=self._metadata,
-                                           timeout=timeout))
+                                           timeout=timeout), self.address)
 
     def wait_for_run(self, run_id: str, *, timeout: float | None = None) -> common_pb2.Run:
         """Block until the run is finished; return it."""
@@ -186,7 +193,7 @@ class Client:
 
     def stream_logs(self, run_id: str, *, follow: bool = False, timeout: float | None = None) -> Iterator[coordinator_pb2.LogChunk]:
         return _stream(self._stub.StreamLogs(coordinator_pb2.StreamLogsRequest(run_id=run_id, follow=follow),
-                                             metadata=self._metadata, timeout=timeout))
+                                             metadata=self._metadata, timeout=timeout), self.address)
 
     @_mapped
     def list_agents(self) -> list[coordinator_pb2.AgentInfo]:

@@ -42,6 +42,7 @@ def run_dict(run: common_pb2.Run) -> dict[str, Any]:
         "agent": run.agent or None,
         "generation": run.generation,
         "metadata": _json(run.metadata_json),
+        "waiting": wait_dict(run.waiting) if run.HasField("waiting") else None,
         "created_at": _time(run, "created_at"),
         "started_at": _time(run, "started_at"),
         "finished_at": _time(run, "finished_at"),
@@ -56,6 +57,11 @@ def run_dict(run: common_pb2.Run) -> dict[str, Any]:
             for e in run.events
         ],
     }
+
+
+def wait_dict(w: common_pb2.RunWait) -> dict[str, Any]:
+    return {"wait_id": w.wait_id, "kind": w.kind, "due_at": _time(w, "due_at"), "token_id": w.token_id or None,
+            "child_run_ids": list(w.child_run_ids), "since": _time(w, "since")}
 
 
 def checkpoint_dict(c: common_pb2.Checkpoint) -> dict[str, Any]:

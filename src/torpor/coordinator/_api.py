@@ -72,7 +72,12 @@ def _get_row(cur: Cursor, run_id: str) -> dict[str, Any]:
 
 
 def _get_full(cur: Cursor, run_id: str) -> common_pb2.Run:
-    return convert.run_full(cur, _get_row(cur, run_id))
+    row = _get_row(cur, run_id)
+    run = convert.run_full(cur, row)
+    wp = _waits.current_wait(cur, row)
+    if wp is not None:
+        run.waiting.CopyFrom(convert.run_wait(wp))
+    return run
 
 
 def _deploy(cur: Cursor, req: coordinator_pb2.DeployRequest) -> bool:
@@ -172,7 +177,9 @@ def _list_agents(cur: Cursor) -> coordinator_pb2.ListAgentsResponse:
     out = coordinator_pb2.ListAgentsResponse()
     for row in cur.fetchall():
         info = convert.agent_info(row, now)
-        info.slots_used = max(info.slots_used, row["placed"])
+        # The runs placed on it, as the scheduler counts them: the agent's own
+        # figure comes with its next heartbeat and lags a suspend or an exit.
+        info.slots_used = row["placed"]
         out.agents.append(info)
     return out
 
@@ -297,6 +304,13 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             raise ConfigError("token_id is required")
         completed, run_id = self._db.run(_waits.complete_token, req.token_id, req.data_json or "null")
         return coordinator_pb2.CompleteTokenResponse(completed=completed, run_id=run_id)
+
+    @_rpc
+    def WakeRun(self, req: coordinator_pb2.WakeRunRequest, context: grpc.ServicerContext) -> common_pb2.Run:
+        def work(cur: Cursor) -> common_pb2.Run:
+            _waits.wake(cur, req.run_id)
+            return _get_full(cur, req.run_id)
+        return self._db.run(work)
 
     @_rpc
     def WatchRun(self, req: coordinator_pb2.WatchRunRequest, context: grpc.ServicerContext) -> Iterator[common_pb2.Run]:

@@ -41,6 +41,12 @@ def checkpoint(row: dict[str, Any]) -> common_pb2.Checkpoint:
     )
 
 
+def run_wait(wp: dict[str, Any]) -> common_pb2.RunWait:
+    return common_pb2.RunWait(wait_id=wp["wait_id"], kind=wp["kind"], due_at=ts(wp["due_at"]),
+                              token_id=wp["token_id"] or "", child_run_ids=list(wp["child_ids"] or []),
+                              since=ts(wp["created_at"]))
+
+
 def run_full(cur: Cursor, row: dict[str, Any]) -> common_pb2.Run:
     run = run_summary(row)
     cur.execute("SELECT * FROM checkpoints WHERE run_id = %s ORDER BY created_at, id", (row["id"],))

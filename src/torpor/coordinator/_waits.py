@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from torpor._errors import ConfigError, NotFoundError
+from torpor._errors import ConfigError, ErrorCode, NotFoundError, TorporError
 from torpor._proto.v1 import agent_pb2
 from torpor.coordinator import _outbox
 from torpor.coordinator._db import Cursor
@@ -131,14 +131,14 @@ def _mark(cur: Cursor, wp: dict[str, Any], result_json: str, timed_out: bool) ->
     return cur.fetchone()
 
 
-def resolve(cur: Cursor, wp: dict[str, Any], result_json: str, timed_out: bool) -> None:
+def resolve(cur: Cursor, wp: dict[str, Any], result_json: str, timed_out: bool, *, how: str = "") -> None:
     """Resolve ``wp`` (locking its run first) and wake the run as its state calls for."""
     run = lock_run(cur, wp["run_id"])
     done = _mark(cur, wp, result_json, timed_out)
     if run is None or done is None:
         return
     waiting = run["waiting_on"] == done["wait_id"] and run["attempt"] == done["attempt"]
-    detail = f"{done['kind']} wait {done['wait_id']}" + (" timed out" if timed_out else " resolved")
+    detail = f"{done['kind']} wait {done['wait_id']} " + (how or ("timed out" if timed_out else "resolved"))
     if waiting and run["status"] == SUSPENDED:
         to_restore(cur, run, detail)
     elif waiting and run["status"] in (RUNNING, SUSPENDING) and run["agent"]:
@@ -147,6 +147,34 @@ def resolve(cur: Cursor, wp: dict[str, Any], result_json: str, timed_out: bool) 
         notify_run(cur, run["id"])
     else:
         add_event(cur, run, "wait_resolved", detail, agent=run["agent"])
+
+
+def current_wait(cur: Cursor, run: dict[str, Any]) -> dict[str, Any] | None:
+    """The unresolved waitpoint ``run`` is waiting on now, if any."""
+    if not run["waiting_on"] or run["status"] in TERMINAL:
+        return None
+    cur.execute("SELECT * FROM waitpoints WHERE run_id = %s AND attempt = %s AND wait_id = %s AND resolved_at IS NULL",
+                (run["id"], run["attempt"], run["waiting_on"]))
+    return cur.fetchone()
+
+
+def wake(cur: Cursor, run_id: str) -> None:
+    """End a run's current time wait now, as if its time had come (``torpor runs wake``)."""
+    run = lock_run(cur, run_id)
+    if run is None:
+        raise NotFoundError(f"run {run_id!r} does not exist")
+    wp = current_wait(cur, run)
+    if wp is None:
+        raise TorporError(f"run {run_id} is {run['status']} and not waiting on anything that can be woken "
+                          "(only a wait.for_/wait.until that the run is suspended on, or suspending for)",
+                          code=ErrorCode.FAILED_PRECONDITION)
+    if wp["kind"] == "token":
+        raise TorporError(f"run {run_id} waits on token {wp['token_id']}, not on a time; complete the token instead: "
+                          f"torpor tokens complete {wp['token_id']} --data JSON", code=ErrorCode.FAILED_PRECONDITION)
+    if wp["kind"] == "children":
+        raise TorporError(f"run {run_id} waits on {len(wp['child_ids'] or [])} child run(s), not on a time; it resumes "
+                          "when they finish", code=ErrorCode.FAILED_PRECONDITION)
+    resolve(cur, wp, "null", False, how="ended early by torpor runs wake")
 
 
 def register_token(cur: Cursor, run: dict[str, Any], token_id: str, timeout_unix: float) -> None:

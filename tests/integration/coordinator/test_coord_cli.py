@@ -94,3 +94,44 @@ def test_migrate_and_keys(empty_postgres_url):
     listed = json.loads(runner.invoke(cli, ["keys", "list", "--db", empty_postgres_url, "--json"]).output)
     assert [k["id"] for k in listed] == [key["id"]] and "secret" not in listed[0]
     assert runner.invoke(cli, ["keys", "revoke", "--db", empty_postgres_url, key["id"]]).exit_code == 0
+
+
+def test_runs_wait_wake_and_tokens_complete_for_a_run(coordinator, client, agents):
+    import time
+
+    deploy(client, task("napper"))
+    agent = agents("cli-waker")
+    run_id = running(client, agent, "napper")
+    waited = _run(coordinator, "runs", "wait", run_id, "--for", "suspended", "--timeout", "0.5", ok=False)
+    assert waited.exit_code == 2 and "was not suspended within 0.5 s (it is RUNNING)" in waited.output
+    suspend_on(agent, run_id, "w1", until_unix=time.time() + 7200)
+    line = _run(coordinator, "runs", "wait", run_id, "--for", "suspended").output
+    assert line.startswith(f"{run_id}  SUSPENDED  waiting until ") and f"torpor runs wake {run_id}" in line
+    shown = json.loads(_run(coordinator, "runs", "show", run_id, "--json").output)
+    assert shown["waiting"]["kind"] == "time" and shown["waiting"]["wait_id"] == "w1"
+    assert "waiting  until" in _run(coordinator, "runs", "show", run_id).output
+    no_token = _run(coordinator, "tokens", "complete", "--run", run_id, ok=False)
+    assert no_token.exit_code == 1 and "not on a token" in no_token.output
+    assert _run(coordinator, "runs", "wake", run_id).output.strip() == f"{run_id}  RESTORING"
+    agent.wait_command("restore", run_id)
+    wait_status(client, run_id, "RUNNING")
+    refused = _run(coordinator, "runs", "wake", run_id, ok=False)
+    assert refused.exit_code == 1 and "FAILED_PRECONDITION" in refused.output and "not waiting" in refused.output
+    assert "Traceback" not in refused.output
+
+    agent.send(token_registered=agent_pb2.TokenRegistered(run=agent.ref(run_id), token_id="tok-for-run"))
+    suspend_on(agent, run_id, "w2", token=agent_pb2.TokenWait(token_id="tok-for-run"))
+    assert "waiting on token tok-for-run" in _run(coordinator, "runs", "wait", run_id, "--for", "waiting").output
+    token_wake = _run(coordinator, "runs", "wake", run_id, ok=False)
+    assert "torpor tokens complete tok-for-run" in token_wake.output
+    before = len(agent.commands)
+    out = json.loads(_run(coordinator, "tokens", "complete", "--run", run_id, "--data", "true", "--json").output)
+    assert out == {"token": "tok-for-run", "completed": True, "run_id": run_id}
+    restore = agent.wait_command("restore", run_id, after=before)
+    assert restore.restore.wake.result_json == "true"
+    wait_status(client, run_id, "RUNNING")
+    agent.exit(run_id, output={"done": 1})
+    final = _run(coordinator, "runs", "wait", run_id).output
+    assert final.strip() == f'{run_id}  COMPLETED  {{"done": 1}}'
+    gone = _run(coordinator, "runs", "wait", run_id, "--for", "waiting", ok=False)
+    assert gone.exit_code == 1 and "COMPLETED" in gone.output

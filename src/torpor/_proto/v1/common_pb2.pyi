@@ -145,7 +145,7 @@ class Attempt(_message.Message):
     def __init__(self, number: _Optional[int] = ..., status: _Optional[_Union[RunStatus, str]] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ..., agent: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("id", "task", "version", "status", "attempt", "payload_json", "output_json", "error", "traceback", "tags", "queue", "concurrency_key", "idempotency_key", "parent_run_id", "agent", "generation", "created_at", "started_at", "finished_at", "checkpoints", "events", "attempts", "metadata_json")
+    __slots__ = ("id", "task", "version", "status", "attempt", "payload_json", "output_json", "error", "traceback", "tags", "queue", "concurrency_key", "idempotency_key", "parent_run_id", "agent", "generation", "created_at", "started_at", "finished_at", "checkpoints", "events", "attempts", "metadata_json", "waiting")
     ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +169,7 @@ class Run(_message.Message):
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
     id: str
     task: str
     version: str
@@ -192,7 +193,24 @@ class Run(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[RunEvent]
     attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
     metadata_json: str
-    def __init__(self, id: _Optional[str] = ..., task: _Optional[str] = ..., version: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., attempt: _Optional[int] = ..., payload_json: _Optional[str] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., queue: _Optional[str] = ..., concurrency_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., parent_run_id: _Optional[str] = ..., agent: _Optional[str] = ..., generation: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checkpoints: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[RunEvent, _Mapping]]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., metadata_json: _Optional[str] = ...) -> None: ...
+    waiting: RunWait
+    def __init__(self, id: _Optional[str] = ..., task: _Optional[str] = ..., version: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., attempt: _Optional[int] = ..., payload_json: _Optional[str] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., queue: _Optional[str] = ..., concurrency_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., parent_run_id: _Optional[str] = ..., agent: _Optional[str] = ..., generation: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checkpoints: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[RunEvent, _Mapping]]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., metadata_json: _Optional[str] = ..., waiting: _Optional[_Union[RunWait, _Mapping]] = ...) -> None: ...
+
+class RunWait(_message.Message):
+    __slots__ = ("wait_id", "kind", "due_at", "token_id", "child_run_ids", "since")
+    WAIT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DUE_AT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    CHILD_RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    wait_id: str
+    kind: str
+    due_at: _timestamp_pb2.Timestamp
+    token_id: str
+    child_run_ids: _containers.RepeatedScalarFieldContainer[str]
+    since: _timestamp_pb2.Timestamp
+    def __init__(self, wait_id: _Optional[str] = ..., kind: _Optional[str] = ..., due_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., token_id: _Optional[str] = ..., child_run_ids: _Optional[_Iterable[str]] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class HostFacts(_message.Message):
     __slots__ = ("hostname", "kernel", "cpus", "memory_bytes", "memory_available_bytes", "criu_version", "runc_version", "load_1m")

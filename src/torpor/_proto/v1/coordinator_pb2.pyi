@@ -158,6 +158,12 @@ class CompleteTokenResponse(_message.Message):
     run_id: str
     def __init__(self, completed: _Optional[bool] = ..., run_id: _Optional[str] = ...) -> None: ...
 
+class WakeRunRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
 class WatchRunRequest(_message.Message):
     __slots__ = ("run_id",)
     RUN_ID_FIELD_NUMBER: _ClassVar[int]

@@ -82,6 +82,11 @@ class CoordinatorStub:
                 request_serializer=torpor_dot_v1_dot_coordinator__pb2.CompleteTokenRequest.SerializeToString,
                 response_deserializer=torpor_dot_v1_dot_coordinator__pb2.CompleteTokenResponse.FromString,
                 _registered_method=True)
+        self.WakeRun = channel.unary_unary(
+                '/torpor.v1.Coordinator/WakeRun',
+                request_serializer=torpor_dot_v1_dot_coordinator__pb2.WakeRunRequest.SerializeToString,
+                response_deserializer=torpor_dot_v1_dot_common__pb2.Run.FromString,
+                _registered_method=True)
         self.WatchRun = channel.unary_stream(
                 '/torpor.v1.Coordinator/WatchRun',
                 request_serializer=torpor_dot_v1_dot_coordinator__pb2.WatchRunRequest.SerializeToString,
@@ -158,6 +163,15 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WakeRun(self, request, context):
+        """Resolve a run's current time wait now, as if its time had come.
+        FAILED_PRECONDITION when the run is not waiting, or waits on a token or
+        on children (complete the token; children end on their own).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchRun(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -223,6 +237,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.CompleteToken,
                     request_deserializer=torpor_dot_v1_dot_coordinator__pb2.CompleteTokenRequest.FromString,
                     response_serializer=torpor_dot_v1_dot_coordinator__pb2.CompleteTokenResponse.SerializeToString,
+            ),
+            'WakeRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.WakeRun,
+                    request_deserializer=torpor_dot_v1_dot_coordinator__pb2.WakeRunRequest.FromString,
+                    response_serializer=torpor_dot_v1_dot_common__pb2.Run.SerializeToString,
             ),
             'WatchRun': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchRun,
@@ -485,6 +504,33 @@ class Coordinator:
             '/torpor.v1.Coordinator/CompleteToken',
             torpor_dot_v1_dot_coordinator__pb2.CompleteTokenRequest.SerializeToString,
             torpor_dot_v1_dot_coordinator__pb2.CompleteTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WakeRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/torpor.v1.Coordinator/WakeRun',
+            torpor_dot_v1_dot_coordinator__pb2.WakeRunRequest.SerializeToString,
+            torpor_dot_v1_dot_common__pb2.Run.FromString,
             options,
             channel_credentials,
             insecure,
