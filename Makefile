@@ -1,19 +1,23 @@
 # The two commands of README.md:
-#   make demo   install what is missing, then run the main job
-#   make test   install what is missing, then run the whole suite
-# Both are idempotent: a second run installs nothing.
+#   make demo     install what is missing (and put `torpor` on PATH), then run the main job
+#   make test     install what is missing, then run the whole suite
+#   make install  link /usr/local/bin/torpor to this checkout's .venv/bin/torpor
+# All are idempotent: a second run installs nothing.
 
 PY := .venv/bin/python
 export TORPOR_TOOLS ?= /opt/torpor
 
-.PHONY: demo test setup setup-test criu minio proto check-proto clean
+.PHONY: demo test install setup setup-test criu minio proto check-proto clean
 
-demo: setup
+demo: setup install
 	$(PY) -m torpor.cli doctor
 	$(PY) scripts/demo.py
 
 test: setup-test
 	scripts/run-tests.sh
+
+install: setup
+	scripts/setup.sh link
 
 setup:
 	scripts/setup.sh base criu venv

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what torpor needs on this machine, skipping whatever is already there.
 #
-#   scripts/setup.sh [base] [criu] [minio] [venv]     (no argument: all but minio)
+#   scripts/setup.sh [base] [criu] [minio] [venv] [link]     (no argument: base criu venv)
 #
 # base  Debian packages: runc, iptables (CRIU locks the network with it),
 #       PostgreSQL 15, zstd.
@@ -9,6 +9,9 @@
 # minio the S3 server the tests start, built with `go install` at a pinned
 #       release into $TORPOR_TOOLS/minio-<version>/ (tests only).
 # venv  .venv with torpor installed editable, with its dev extras.
+# link  $TORPOR_BIN_DIR/torpor (default /usr/local/bin/torpor) -> this checkout's
+#       .venv/bin/torpor, so the README's commands work as written. An existing
+#       link is re-pointed here; a file that is not a link is left alone.
 #
 # Every step checks first and is a no-op when nothing is missing, so running it
 # twice costs a few seconds.
@@ -80,11 +83,32 @@ step_venv() {
     echo "$want" > "$stamp"
 }
 
+step_link() {
+    local dir=${TORPOR_BIN_DIR:-/usr/local/bin} target
+    target="$(pwd)/.venv/bin/torpor"
+    local link=$dir/torpor
+    [ -x "$target" ] || { log "no $target: run the venv step first"; exit 1; }
+    if [ -L "$link" ] && [ "$(readlink "$link")" = "$target" ]; then
+        log "$link -> $target present"
+        return
+    fi
+    if [ -e "$link" ] && [ ! -L "$link" ]; then
+        log "$link exists and is not a link made here; leaving it alone (use $target, or remove it and run 'make install')"
+        return
+    fi
+    mkdir -p "$dir" 2>/dev/null || true
+    if ! ln -sfn "$target" "$link" 2>/dev/null; then
+        log "cannot write $link: run 'sudo make install', or put $(pwd)/.venv/bin on your PATH"
+        return
+    fi
+    log "linked $link -> $target: 'torpor' is on your PATH"
+}
+
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(base criu venv)
 for s in "${steps[@]}"; do
     case $s in
-        base|criu|minio|venv) "step_$s" ;;
-        *) log "unknown step '$s' (known: base criu minio venv)"; exit 2 ;;
+        base|criu|minio|venv|link) "step_$s" ;;
+        *) log "unknown step '$s' (known: base criu minio venv link)"; exit 2 ;;
     esac
 done

@@ -7,6 +7,7 @@ picks up where it stopped: runs, suspended ones included, carry on.
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import hashlib
 import json
@@ -77,6 +78,47 @@ def _traversable(path: Path) -> bool:
     return True
 
 
+LOCK = "dev.lock"
+
+
+def running_pid(data_dir: Path) -> int | None:
+    """The pid of the ``torpor dev`` that holds ``data_dir``, or None when none does.
+
+    The holder keeps an flock on DATA_DIR/dev.lock (released by the kernel
+    when it dies, however it dies) with its pid written inside, so a stale
+    file or a reused pid never passes for a live stack.
+    """
+    path = data_dir / LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else -1
+    else:
+        return None
+    finally:
+        os.close(fd)
+
+
+def stop_running(data_dir: Path, timeout: float = 90) -> int | None:
+    """SIGTERM the ``torpor dev`` holding ``data_dir`` and wait until it has stopped; its pid, or None."""
+    pid = running_pid(data_dir)
+    if pid is None:
+        return None
+    if pid > 0:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while running_pid(data_dir) is not None:
+        if time.monotonic() > deadline:
+            raise TorporError(f"torpor dev (pid {pid}) did not stop within {timeout:.0f}s; see {data_dir}/logs/")
+        time.sleep(0.1)
+    return pid
+
+
 class DevStack:
     def __init__(self, config: DevConfig) -> None:
         self.config = config
@@ -84,6 +126,7 @@ class DevStack:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.api_key = ""
         self.pg_port = 0
+        self._lock_fd: int | None = None
 
     # -- paths --------------------------------------------------------------------
 
@@ -91,14 +134,24 @@ class DevStack:
     def store_url(self) -> str:
         return self.config.store_url or f"file://{self.dir}/store"
 
-    def agent_state_dir(self, name: str) -> Path:
-        inside = self.dir / "agents" / name
+    def _shared_dir(self) -> Path:
+        """Where what other users must reach lives: DATA_DIR itself, unless a parent of it is private.
+
+        Tasks run as an unprivileged user that must reach the agent's bundle
+        directories, and Postgres runs as ``postgres``; neither can enter a
+        data dir under a private (0700) parent such as a home or a mktemp -d.
+        """
         if _traversable(self.dir):
-            return inside
-        # Tasks run as an unprivileged user that must reach the agent's bundle
-        # directories; a data dir under a private home (0700) cannot host them.
+            return self.dir
         digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:10]
-        return Path("/var/lib/torpor/dev") / digest / name
+        return Path("/var/lib/torpor/dev") / digest
+
+    def agent_state_dir(self, name: str) -> Path:
+        return self._shared_dir() / "agents" / name
+
+    @property
+    def pg_data_dir(self) -> Path:
+        return self._shared_dir() / "postgres"
 
     def agent_names(self) -> list[str]:
         return [f"dev-agent-{i + 1}" for i in range(self.config.agents)]
@@ -112,9 +165,11 @@ class DevStack:
     def start(self) -> None:
         if os.geteuid() != 0:
             raise ConfigError("torpor dev needs root (the agent runs runc and CRIU); run it with sudo")
-        if not _port_free(self.config.port):
-            raise ConfigError(f"port {self.config.port} is in use; pick another with --port")
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        if not _port_free(self.config.port):
+            self._unlock()
+            raise ConfigError(f"port {self.config.port} is in use; pick another with --port")
         os.chmod(self.dir, 0o711)
         # Written again once everything is up: its presence means "ready".
         (self.dir / "client.env").unlink(missing_ok=True)
@@ -129,6 +184,24 @@ class DevStack:
         except BaseException:
             self.stop()
             raise
+
+    def _lock(self) -> None:
+        fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            pid = running_pid(self.dir)
+            raise ConfigError(f"torpor dev is already running on {self.dir} (pid {pid}); "
+                              f"stop it with: torpor dev --stop --data-dir {self.dir}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
 
     def _spawn(self, name: str, args: list[str], *, user: str | None = None) -> subprocess.Popen[bytes]:
         logf = open(self.dir / "logs" / f"{name}.log", "ab")
@@ -151,7 +224,8 @@ class DevStack:
 
     def _postgres(self) -> None:
         pg = _pg_bin()
-        data = self.dir / "postgres"
+        data = self.pg_data_dir
+        data.parent.mkdir(parents=True, exist_ok=True)
         port_file = self.dir / "postgres.port"
         if not (data / "PG_VERSION").exists():
             shutil.rmtree(data, ignore_errors=True)
@@ -166,7 +240,7 @@ class DevStack:
         if not self.pg_port or not _port_free(self.pg_port):
             self.pg_port = _free_port()
             port_file.write_text(str(self.pg_port))
-        sock_dir = self.dir / "postgres.sock"
+        sock_dir = data.parent / "postgres.sock"
         sock_dir.mkdir(exist_ok=True)
         shutil.chown(sock_dir, "postgres", "postgres")
         stale = data / "postmaster.pid"
@@ -276,3 +350,4 @@ class DevStack:
                     p.kill()
                     p.wait()
         self.procs.clear()
+        self._unlock()
