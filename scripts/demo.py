@@ -226,7 +226,7 @@ class Demo:
         if self.failures:
             say(f"\n{RED}{len(self.failures)} example(s) did not end as expected:{RESET} " + "; ".join(self.failures))
             return 1
-        say(f"\n{GREEN}Every example ended as expected.{RESET} Try it yourself: sudo .venv/bin/torpor dev, then README.md.")
+        say(f"\n{GREEN}Every example ended as expected.{RESET} Try it yourself: README.md, \"A task\" (`torpor` is on your PATH now).")
         return 0
 
 

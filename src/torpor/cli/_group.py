@@ -9,6 +9,7 @@ through with its traceback, for bug reports.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -53,6 +54,10 @@ class _Root(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except BrokenPipeError:
+            # The reader went away (`torpor runs show X | head`): stop quietly, as SIGPIPE would.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
         except Exception as exc:  # noqa: BLE001 - every error becomes one clear line
             if ctx.params.get("debug"):
                 raise

@@ -131,3 +131,19 @@ def test_make_install_links_torpor_onto_path(tmp_path):
     (bindir / "torpor").write_text("#!/bin/sh\necho mine\n")
     assert "leaving it alone" in link()
     assert (bindir / "torpor").read_text() == "#!/bin/sh\necho mine\n"
+
+
+def test_a_reader_that_goes_away_stops_the_command_quietly(tmp_path):
+    """`torpor ... | head`: no "Error: Broken pipe", no "Exception ignored" noise."""
+    (tmp_path / "torpor.toml").write_text('project = "many"\nmodules = ["tasks"]\n')
+    for i in range(3000):  # the listing is far larger than a pipe's buffer
+        (tmp_path / f"file_{i:05d}.txt").write_text("x")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TORPOR_")}
+    proc = subprocess.Popen([sys.executable, "-m", "torpor.cli", "deploy", "--dry-run", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert err == ""
