@@ -43,3 +43,47 @@ def test_run_survives_its_host_from_the_latest_checkpoint(pair):
     restored = [e for e in done["events"] if e["type"] == "restored"]
     assert restored and restored[-1]["agent"] != victim, done["events"]
     assert any(c["kind"] == "PERIODIC" for c in done["checkpoints"])
+
+
+def _kill_once_checkpointed(stack: Stack, run_id: str, kind: str) -> tuple[str, float]:
+    run = wait_status(stack, run_id, {"RUNNING"}, timeout=60)
+    assert_eventually(lambda: sum(c["kind"] == kind for c in stack.cli_json("runs", "show", run_id)["checkpoints"]) >= 2,
+                      timeout=30)
+    killed_at = time.time()
+    os.kill(agent_pid(stack, run["agent"]), signal.SIGKILL)
+    return run["agent"], killed_at
+
+
+def _restored_from(done: dict, victim: str) -> str:
+    restored = [e for e in done["events"] if e["type"] == "restored"]
+    assert restored and restored[-1]["agent"] != victim, done["events"]
+    ckpt_id = restored[-1]["detail"].split()[2]  # "from checkpoint ID in N ms"
+    return next(c["kind"] for c in done["checkpoints"] if c["id"] == ckpt_id)
+
+
+@pytest.fixture
+def fresh_pair() -> Iterator[Stack]:
+    """Two agents, both alive: each test here kills one."""
+    yield from make_stack(2, "--slots", "2")
+
+
+def test_restored_from_inside_torpor_checkpoint_the_task_goes_on(fresh_pair):
+    """The image holds the task blocked in checkpoint(); on the new host that call returns."""
+    pair = fresh_pair
+    run_id = trigger(pair, "save-loop", {"steps": 40})
+    victim, killed_at = _kill_once_checkpointed(pair, run_id, "ON_DEMAND")
+    done = wait_status(pair, run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=120)
+    assert done["status"] == "COMPLETED", done
+    assert done["output"]["started"] < killed_at and done["output"]["count"] == 40 and done["output"]["attempt"] == 1
+    assert _restored_from(done, victim) == "ON_DEMAND"
+
+
+def test_restored_from_inside_a_short_wait_the_wait_re_arms(fresh_pair):
+    """A periodic checkpoint caught the task in an in-place wait; the new host serves that wait."""
+    pair = fresh_pair
+    run_id = trigger(pair, "short-waits", {"steps": 12})
+    victim, killed_at = _kill_once_checkpointed(pair, run_id, "PERIODIC")
+    done = wait_status(pair, run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=120)
+    assert done["status"] == "COMPLETED", done
+    assert done["output"]["started"] < killed_at and done["output"]["count"] == 12 and done["output"]["attempt"] == 1
+    assert _restored_from(done, victim) == "PERIODIC"

@@ -293,8 +293,10 @@ class Agent:
         restore_ms = int((time.monotonic() - t0) * 1000)
         self.send(ap.AgentMessage(run_started=ap.RunStarted(run=slot.ref(), restored=True,
                                                             checkpoint_id=body.checkpoint_id, restore_ms=restore_ms)))
-        if slot.waits:
-            slot.wake()
+        # Always: a task restored from a checkpoint taken while it waited (torpor.checkpoint(), a short
+        # in-place wait, a wait not yet suspended) asks this agent for its outcome, hears the wait is
+        # unknown here and sends it again. A task that was not waiting ignores the signal.
+        slot.wake()
         self._watch(slot)
 
     def _watch(self, slot: RunSlot) -> None:

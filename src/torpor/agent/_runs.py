@@ -96,14 +96,23 @@ class RunSlot:
             return self._wait(req.wait)
         if kind == "wait_result":
             with self.lock:
-                outcome = self.waits.get(req.wait_result.wait_id)
+                wait_id = req.wait_result.wait_id
+                if wait_id not in self.waits:
+                    # Restored here from a checkpoint taken while the task waited: it asks again.
+                    return rt.RuntimeResponse(wait_outcome=rt.WaitOutcome(ready=False, unknown=True))
+                outcome = self.waits[wait_id]
                 if outcome is None:
                     return rt.RuntimeResponse(wait_outcome=rt.WaitOutcome(ready=False))
-                del self.waits[req.wait_result.wait_id]
+                del self.waits[wait_id]
             return rt.RuntimeResponse(wait_outcome=rt.WaitOutcome(
                 ready=True, result_json=outcome.result_json, timed_out=outcome.timed_out))
         if kind == "checkpoint":
             wait_id = req.checkpoint.wait_id
+            if req.checkpoint.after_restore:
+                # The image this process runs from is a durable checkpoint: torpor.checkpoint() is done.
+                with self.lock:
+                    self.waits[wait_id] = Outcome(result_json="true")
+                return rt.RuntimeResponse(wait_accepted=rt.WaitAccepted(resolved=True))
             with self.lock:
                 self.waits[wait_id] = None
             threading.Thread(target=self.request_checkpoint, args=(self, wait_id), daemon=True).start()

@@ -86,7 +86,14 @@ def sleep_until_woken(timeout: float | None = None) -> bool:
 
 
 def wait_point(request: rt.RuntimeRequest, wait_id: str) -> rt.WaitOutcome:
-    """Send a wait (or checkpoint) request, then block until its outcome is ready."""
+    """Send a wait (or checkpoint) request, then block until its outcome is ready.
+
+    If this process was restored, on another agent, from a checkpoint taken
+    while it blocked here, that agent wakes it and does not know the wait: the
+    request goes again with the same wait id, so a short wait re-arms there, a
+    wait recorded with the coordinator is found (resolved meanwhile, or not),
+    and a ``checkpoint()`` returns, since its image is durable.
+    """
     accepted = call(request)
     resolved = accepted.wait_accepted.resolved
     while True:
@@ -96,3 +103,7 @@ def wait_point(request: rt.RuntimeRequest, wait_id: str) -> rt.WaitOutcome:
         if outcome.ready:
             return outcome
         resolved = False  # a stale or early wake-up: block again
+        if outcome.unknown:
+            if request.WhichOneof("msg") == "checkpoint":
+                request.checkpoint.after_restore = True
+            resolved = call(request).wait_accepted.resolved

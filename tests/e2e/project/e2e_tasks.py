@@ -95,3 +95,26 @@ def steady(payload):
 @task(id="bad-return", retry=Retry(max_attempts=1))
 def bad_return(payload):
     return {1, 2, 3}  # a set is not JSON
+
+
+@task(id="save-loop")
+def save_loop(payload):
+    """torpor.checkpoint() in a loop: a crash restores it from an image taken inside checkpoint()."""
+    started = time.time()
+    count = 0
+    for _ in range(payload.get("steps", 40)):
+        count += 1
+        time.sleep(0.25)
+        checkpoint()
+    return {"started": started, "count": count, "attempt": context().attempt}
+
+
+@task(id="short-waits", checkpoint_every=1.0)
+def short_waits(payload):
+    """Lives in short in-place waits, so its periodic checkpoints catch it inside one."""
+    started = time.time()
+    count = 0
+    for _ in range(payload.get("steps", 12)):
+        count += 1
+        wait.for_(seconds=1)
+    return {"started": started, "count": count, "attempt": context().attempt}

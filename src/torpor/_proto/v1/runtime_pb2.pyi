@@ -97,10 +97,12 @@ class RuntimeTriggerItem(_message.Message):
     def __init__(self, task: _Optional[str] = ..., payload_json: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RuntimeCheckpoint(_message.Message):
-    __slots__ = ("wait_id",)
+    __slots__ = ("wait_id", "after_restore")
     WAIT_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_RESTORE_FIELD_NUMBER: _ClassVar[int]
     wait_id: str
-    def __init__(self, wait_id: _Optional[str] = ...) -> None: ...
+    after_restore: bool
+    def __init__(self, wait_id: _Optional[str] = ..., after_restore: _Optional[bool] = ...) -> None: ...
 
 class RuntimeMetadata(_message.Message):
     __slots__ = ("metadata_json",)
@@ -155,14 +157,16 @@ class WaitAccepted(_message.Message):
     def __init__(self, resolved: _Optional[bool] = ...) -> None: ...
 
 class WaitOutcome(_message.Message):
-    __slots__ = ("ready", "result_json", "timed_out")
+    __slots__ = ("ready", "result_json", "timed_out", "unknown")
     READY_FIELD_NUMBER: _ClassVar[int]
     RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
     TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_FIELD_NUMBER: _ClassVar[int]
     ready: bool
     result_json: str
     timed_out: bool
-    def __init__(self, ready: _Optional[bool] = ..., result_json: _Optional[str] = ..., timed_out: _Optional[bool] = ...) -> None: ...
+    unknown: bool
+    def __init__(self, ready: _Optional[bool] = ..., result_json: _Optional[str] = ..., timed_out: _Optional[bool] = ..., unknown: _Optional[bool] = ...) -> None: ...
 
 class TriggeredRuns(_message.Message):
     __slots__ = ("run_ids",)
