@@ -67,23 +67,17 @@ def fresh_pair() -> Iterator[Stack]:
     yield from make_stack(2, "--slots", "2")
 
 
-def test_restored_from_inside_torpor_checkpoint_the_task_goes_on(fresh_pair):
-    """The image holds the task blocked in checkpoint(); on the new host that call returns."""
-    pair = fresh_pair
-    run_id = trigger(pair, "save-loop", {"steps": 40})
-    victim, killed_at = _kill_once_checkpointed(pair, run_id, "ON_DEMAND")
-    done = wait_status(pair, run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=120)
+@pytest.mark.parametrize("task_id, steps, kind", [
+    # The image holds the task blocked in checkpoint(); on the new host that call returns.
+    ("save-loop", 40, "ON_DEMAND"),
+    # A periodic checkpoint caught the task in an in-place wait; the new host serves that wait.
+    ("short-waits", 12, "PERIODIC"),
+])
+def test_restored_from_inside_a_wait_the_task_goes_on(fresh_pair, task_id, steps, kind):
+    run_id = trigger(fresh_pair, task_id, {"steps": steps})
+    victim, killed_at = _kill_once_checkpointed(fresh_pair, run_id, kind)
+    done = wait_status(fresh_pair, run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=120)
     assert done["status"] == "COMPLETED", done
-    assert done["output"]["started"] < killed_at and done["output"]["count"] == 40 and done["output"]["attempt"] == 1
-    assert _restored_from(done, victim) == "ON_DEMAND"
-
-
-def test_restored_from_inside_a_short_wait_the_wait_re_arms(fresh_pair):
-    """A periodic checkpoint caught the task in an in-place wait; the new host serves that wait."""
-    pair = fresh_pair
-    run_id = trigger(pair, "short-waits", {"steps": 12})
-    victim, killed_at = _kill_once_checkpointed(pair, run_id, "PERIODIC")
-    done = wait_status(pair, run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=120)
-    assert done["status"] == "COMPLETED", done
-    assert done["output"]["started"] < killed_at and done["output"]["count"] == 12 and done["output"]["attempt"] == 1
-    assert _restored_from(done, victim) == "PERIODIC"
+    out = done["output"]
+    assert out["started"] < killed_at and out["count"] == steps and out["attempt"] == 1, out
+    assert _restored_from(done, victim) == kind
