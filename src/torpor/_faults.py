@@ -23,6 +23,7 @@ POINTS = {
     "agent.before_dump": "a dump was decided, before CRIU starts",
     "agent.before_record": "the snapshot is durable in the store, before the checkpoint is reported",
     "agent.before_restore": "a restore was received, before the download starts",
+    "agent.before_resolve": "a WaitResolved found no suspend under way, before it resolves the wait",
 }
 
 _active: dict[str, str] = {}

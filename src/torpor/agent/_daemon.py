@@ -340,10 +340,15 @@ class Agent:
         slot = self._slot(body.run, "wait_resolved")
         if slot is None:
             return
+        # One lock section for the check and the act: a SuspendRun handled at the same time either sees the
+        # wait resolved (and dumps nothing) or has already begun its dump (and we leave the wait to the
+        # coordinator, which restores the run with this result). Never both a resume and a dump.
         with slot.lock:
             if slot.suspending:
                 return  # the dump is under way: the coordinator restores with this result
-        if slot.resolve(body.wait_id, Outcome(result_json=body.result_json, timed_out=body.timed_out)):
+            _faults.hit("agent.before_resolve")
+            resumed = slot.resolve(body.wait_id, Outcome(result_json=body.result_json, timed_out=body.timed_out))
+        if resumed:
             self.send(ap.AgentMessage(run_resumed=ap.RunResumed(run=slot.ref(), wait_id=body.wait_id)))
 
     def _on_suspend(self, body: ap.SuspendRun) -> None:
