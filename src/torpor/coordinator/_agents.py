@@ -190,7 +190,8 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
             raise ConfigError("Register may only be the first message of a stream" if kind == "register"
                               else f"unknown agent message {kind!r}")
         handler, frees_slot = _REPORTS[kind]
-        extra = (cfg.max_host_failures,) if handler in _NEED_MAX_FAILURES else ()
+        extra = ((cfg.max_host_failures,) if handler in _NEED_MAX_FAILURES
+                 else (cfg.keep_checkpoints,) if handler is reports.checkpoint_recorded else ())
         out = self._db.run(handler, session.name, getattr(msg, kind), *extra)
         if frees_slot:
             self._wake()

@@ -65,6 +65,8 @@ class CoordinatorConfig:
     """Longest the scheduler sleeps when nothing wakes it (delayed runs become due this way)."""
     max_host_failures: int = 5
     """Host failures (lease lost, start/restore refused, kernel kill) one attempt survives before CRASHED."""
+    keep_checkpoints: int = 3
+    """Newest checkpoints kept per live attempt; older ones are released and the janitor deletes them."""
     db_pool_size: int = 16
     """Most Postgres connections this coordinator holds."""
     grpc_workers: int = 64

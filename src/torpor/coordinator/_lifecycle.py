@@ -190,6 +190,21 @@ def release_checkpoints(cur: Cursor, run_id: str) -> None:
     cur.execute("UPDATE checkpoints SET released_at = now() WHERE run_id = %s AND released_at IS NULL", (run_id,))
 
 
+def keep_newest_checkpoints(cur: Cursor, run: dict[str, Any], keep: int) -> None:
+    """Release all but the ``keep`` newest checkpoints of the run's current attempt.
+
+    Called as a checkpoint is recorded, so only a running run's are released:
+    its container is live, no restore is reading any of them, and the newest
+    ``keep`` stay for a restore to fall back on.
+    """
+    cur.execute(
+        "UPDATE checkpoints SET released_at = now() WHERE run_id = %(run)s AND attempt = %(attempt)s"
+        " AND released_at IS NULL AND id NOT IN (SELECT id FROM checkpoints WHERE run_id = %(run)s"
+        " AND attempt = %(attempt)s AND released_at IS NULL ORDER BY created_at DESC, generation DESC LIMIT %(keep)s)",
+        {"run": run["id"], "attempt": run["attempt"], "keep": max(1, keep)},
+    )
+
+
 def after_terminal(cur: Cursor, run: dict[str, Any]) -> None:
     release_checkpoints(cur, run["id"])
     cur.execute("UPDATE waitpoints SET resolved_at = now(), result_json = 'null' WHERE run_id = %s AND resolved_at IS NULL",

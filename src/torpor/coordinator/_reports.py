@@ -175,7 +175,7 @@ def run_exited(cur: Cursor, agent: str, m: agent_pb2.RunExited, max_failures: in
     return []
 
 
-def checkpoint_recorded(cur: Cursor, agent: str, m: agent_pb2.CheckpointRecorded) -> Replies:
+def checkpoint_recorded(cur: Cursor, agent: str, m: agent_pb2.CheckpointRecorded, keep: int = 3) -> Replies:
     run = _current(cur, agent, m.run)
     if run is None:
         return [kill_message(m.run.run_id, m.run.generation, "stale_generation")]
@@ -192,6 +192,7 @@ def checkpoint_recorded(cur: Cursor, agent: str, m: agent_pb2.CheckpointRecorded
     )
     add_event(cur, run, "checkpoint", f"{kind} {c.id}: {c.size_bytes} bytes in {c.duration_ms} ms", agent=agent,
               ref=m.request_id or None)
+    life.keep_newest_checkpoints(cur, run, keep)
     notify_run(cur, run["id"])
     return []
 

@@ -1,0 +1,46 @@
+"""Checkpoint retention: a live attempt keeps its newest checkpoints, older ones leave the store."""
+
+from __future__ import annotations
+
+import time
+
+from coord_support import API_KEY, FakeAgent, deploy, start_coordinator, suspend_on, task, wait_status  # noqa: F401
+from helpers import assert_eventually
+from torpor._proto.v1 import common_pb2
+from torpor.client import Client
+
+
+class RecordingStore:
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+
+    def delete_prefix(self, prefix: str) -> int:
+        self.deleted.append(prefix)
+        return 1
+
+
+def test_a_long_run_keeps_only_its_newest_checkpoints(start_coordinator):
+    store = RecordingStore()
+    coord = start_coordinator(store=store, janitor_seconds=0.1, keep_checkpoints=3)
+    with Client(f"127.0.0.1:{coord.port}", api_key=API_KEY) as c:
+        deploy(c, task("long"))
+        agent = FakeAgent(f"127.0.0.1:{coord.port}", "keeper").connect()
+        try:
+            run_id = c.trigger("long").run_id
+            agent.wait_command("start", run_id)
+            wait_status(c, run_id, "RUNNING")
+            prefix = f"runs/{run_id}/checkpoints/"
+            for i in range(6):
+                agent.checkpoint(run_id, f"ck-{i}", kind=common_pb2.PERIODIC)
+                assert_eventually(lambda: len(c.get_run(run_id).checkpoints) == i + 1, 5)
+            # The three oldest are released and deleted; the three newest stay for a restore to use.
+            assert_eventually(lambda: sorted(store.deleted) == [f"{prefix}ck-{i}/" for i in range(3)], 5)
+            # A host failure restores from the newest, which retention never touches.
+            suspend_on(agent, run_id, "w1", until_unix=time.time() + 3600)
+            wait_status(c, run_id, "SUSPENDED")
+            assert_eventually(lambda: sorted(store.deleted) == [f"{prefix}ck-{i}/" for i in range(4)], 5)
+            c.cancel_run(run_id)  # a finished run keeps nothing
+            assert_eventually(lambda: sorted(store.deleted) == sorted(
+                [f"{prefix}ck-{i}/" for i in range(6)] + [f"{prefix}ck-w1/"]), 5)
+        finally:
+            agent.close()
