@@ -81,3 +81,28 @@ def test_restored_from_inside_a_wait_the_task_goes_on(fresh_pair, task_id, steps
     out = done["output"]
     assert out["started"] < killed_at and out["count"] == steps and out["attempt"] == 1, out
     assert _restored_from(done, victim) == kind
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(fresh_pair):
+    """The newest snapshot fails verification on the new host: the run goes on from the one before it."""
+    run_id = trigger(fresh_pair, "steady", {"steps": 48})
+    victim, killed_at = _kill_once_checkpointed(fresh_pair, run_id, "PERIODIC")
+    # A killed agent reports nothing more: once the recorded checkpoints stop changing, the newest is known.
+    ids = assert_eventually(lambda: (a := [c["id"] for c in fresh_pair.cli_json("runs", "show", run_id)["checkpoints"]])
+                            == [c["id"] for c in fresh_pair.cli_json("runs", "show", run_id)["checkpoints"]] and a,
+                            timeout=10)
+    time.sleep(1.0)
+    assert [c["id"] for c in fresh_pair.cli_json("runs", "show", run_id)["checkpoints"]] == ids
+    newest = fresh_pair.dir / "store" / "runs" / run_id / "checkpoints" / ids[-1] / "snapshot.zst"
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    newest.write_bytes(bytes(data))
+
+    done = wait_status(fresh_pair, run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=120)
+    assert done["status"] == "COMPLETED", done
+    out = done["output"]
+    assert out["started"] < killed_at and out["count"] == 48 and out["attempt"] == 1, out
+    unusable = [e for e in done["events"] if e["type"] == "checkpoint_unusable"]
+    assert len(unusable) == 1 and ids[-1] in unusable[0]["detail"], done["events"]
+    restored = [e for e in done["events"] if e["type"] == "restored"]
+    assert restored and restored[-1]["detail"].split()[2] == ids[-2], (restored, ids)

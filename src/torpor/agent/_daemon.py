@@ -22,6 +22,7 @@ import grpc
 import psutil
 
 from torpor import _faults
+from torpor._errors import CriuError, IntegrityError, NotFoundError
 from torpor._logging import bind
 from torpor._proto.v1 import agent_pb2 as ap
 from torpor._proto.v1 import agent_pb2_grpc as ag
@@ -285,8 +286,19 @@ class Agent:
         t0 = time.monotonic()
         try:
             app = self._app_dir(spec)
+        except BaseException:
+            self._drop(slot)
+            raise
+        try:
             slot.container = self.mgr.restore(body.checkpoint_location, app_dir=app, limits=self._limits(spec),
                                               before_launch=self._serve(slot))
+        except (IntegrityError, NotFoundError, CriuError) as exc:
+            # The checkpoint is at fault, not this host: say which, so the coordinator tries an older one.
+            self._drop(slot)
+            log.error("checkpoint %s of run %s cannot be restored: %s", body.checkpoint_id, spec.run.run_id, exc)
+            self.send(ap.AgentMessage(command_failed=ap.CommandFailed(
+                run=slot.ref(), command="restore", error=str(exc)[:4000], bad_checkpoint_id=body.checkpoint_id)))
+            return
         except BaseException:
             self._drop(slot)
             raise

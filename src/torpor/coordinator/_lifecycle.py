@@ -28,6 +28,7 @@ from torpor.coordinator._states import (
     TERMINAL,
     TIMED_OUT,
     TransitionError,
+    add_event,
     lock_run,
     notify,
     transition,
@@ -99,9 +100,26 @@ def latest_checkpoint(cur: Cursor, run: dict[str, Any]) -> dict[str, Any] | None
     return cur.fetchone()
 
 
-def host_failure(cur: Cursor, run: dict[str, Any], why: str, *, max_failures: int) -> dict[str, Any]:
+def checkpoint_unusable(cur: Cursor, run: dict[str, Any], checkpoint_id: str, why: str, *,
+                        max_failures: int) -> dict[str, Any]:
+    """A restore failed because of its checkpoint: release it and restore from the next older one.
+
+    Neither an attempt nor a host failure is spent (the host did nothing
+    wrong); every fallback consumes a checkpoint, so this ends, at worst in a
+    restart of the attempt when none is left.
+    """
+    cur.execute("UPDATE checkpoints SET released_at = now() WHERE run_id = %s AND id = %s AND released_at IS NULL",
+                (run["id"], checkpoint_id))
+    add_event(cur, run, "checkpoint_unusable", f"checkpoint {checkpoint_id}: {why}; falling back to an older one",
+              agent=run["agent"])
+    return host_failure(cur, run, f"checkpoint {checkpoint_id} cannot be restored", max_failures=max_failures,
+                        spend=False)
+
+
+def host_failure(cur: Cursor, run: dict[str, Any], why: str, *, max_failures: int,
+                 spend: bool = True) -> dict[str, Any]:
     """Not the task's failure: restore from the latest checkpoint, or restart the attempt; no attempt is spent."""
-    failures = run["host_failures"] + 1
+    failures = run["host_failures"] + (1 if spend else 0)
     if failures > max_failures:
         error = f"{why}; gave up after {max_failures} host failures in attempt {run['attempt']}"
         close_attempt(cur, run, CRASHED, error)

@@ -245,7 +245,9 @@ def command_failed(cur: Cursor, agent: str, m: agent_pb2.CommandFailed, max_fail
     run = _current(cur, agent, m.run)
     if run is None:
         return []
-    if m.command == "start" and run["status"] == STARTING or m.command == "restore" and run["status"] == RESTORING:
+    if m.command == "restore" and run["status"] == RESTORING and m.bad_checkpoint_id:
+        life.checkpoint_unusable(cur, run, m.bad_checkpoint_id, f"agent {agent}: {m.error}", max_failures=max_failures)
+    elif m.command == "start" and run["status"] == STARTING or m.command == "restore" and run["status"] == RESTORING:
         life.host_failure(cur, run, f"agent {agent} could not {m.command} the run: {m.error}", max_failures=max_failures)
     else:
         add_event(cur, run, f"{m.command or 'command'}_failed", m.error, agent=agent, ref=m.request_id or None)
