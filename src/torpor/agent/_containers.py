@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -61,6 +62,8 @@ class AgentConfig:
     """Scratch space for CRIU images (a tmpfs makes dumps faster); default state_dir/images."""
     start_timeout: float = 30.0
     """Seconds a start or restore may take before it is declared failed."""
+    dump_timeout: float = 600.0
+    """Seconds a dump may take; past that CRIU is killed, the container thawed and the checkpoint fails."""
     extra_ro_binds: tuple[str, ...] = ()
     """More host paths bound read-only at the same path (they must be world-traversable)."""
 
@@ -245,10 +248,23 @@ class ContainerManager:
                                               leave_running=leave_running)
             # Compression and upload run while CRIU dumps (see _snapshot).
             archive = ArchiveWriter(self.store, archive_key(container.run_id, checkpoint_id), progress=progress)
+            deadline = time.monotonic() + self.config.dump_timeout
+
+            def dumping() -> bool:
+                # A hung CRIU must not hold the run (frozen, or SUSPENDING) for ever.
+                if proc.poll() is None and time.monotonic() > deadline:
+                    self._abandon_dump(proc, container)
+                return proc.poll() is None
+
             try:
-                archived = archive_while_dumping(archive, image_dir, lambda: proc.poll() is None)
+                archived = archive_while_dumping(archive, image_dir, dumping)
                 try:
-                    self.runc.finish_checkpoint(proc, container.id, work_dir=work_dir)
+                    if time.monotonic() > deadline:
+                        raise ContainerError(
+                            f"the checkpoint of container {container.id} did not finish within "
+                            f"{self.config.dump_timeout:g}s: CRIU was killed and the container thawed")
+                    self.runc.finish_checkpoint(proc, container.id, work_dir=work_dir,
+                                                timeout=max(1.0, deadline - time.monotonic()))
                 except ContainerError:
                     self._keep_failed_log(container.run_id, checkpoint_id, work_dir / "dump.log")
                     raise
@@ -282,6 +298,17 @@ class ContainerManager:
                 container.proc.kill()
             self._cleanup(container.id, container.bundle, container.socket_dir)
         return manifest
+
+    def _abandon_dump(self, proc: subprocess.Popen[str], container: Container) -> None:
+        """Kill runc checkpoint and its CRIU (one process group), then thaw what CRIU froze."""
+        log.error("the dump of container %s passed its %gs deadline; killing CRIU", container.id,
+                  self.config.dump_timeout, extra={"run_id": container.run_id})
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        self.runc.resume(container.id)
 
     def _keep_failed_log(self, run_id: str, checkpoint_id: str, dump_log: Path) -> None:
         if not dump_log.exists():

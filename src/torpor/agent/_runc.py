@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal as signal_module
 import subprocess
 import time
 from dataclasses import dataclass
@@ -100,8 +101,9 @@ class Runc:
         args = ["checkpoint", "--image-path", str(image_dir), "--work-path", str(work_dir)]
         if leave_running:
             args.append("--leave-running")
+        # Its own process group: CRIU runs as runc's child, and a hung dump is ended by killing both.
         return subprocess.Popen([*self._base(), *args, container_id], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
     def finish_checkpoint(self, proc: subprocess.Popen[str], container_id: str, *, work_dir: Path,
                           timeout: float = 600) -> None:
@@ -109,9 +111,14 @@ class Runc:
         try:
             _, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            try:
+                os.killpg(proc.pid, signal_module.SIGKILL)  # runc and its CRIU
+            except ProcessLookupError:
+                pass
             proc.communicate()
-            raise ContainerError(f"checkpoint of container {container_id} did not finish within {timeout:.0f}s")
+            self.resume(container_id)
+            raise ContainerError(f"checkpoint of container {container_id} did not finish within {timeout:.0f}s: "
+                                 "CRIU was killed and the container thawed") from None
         if proc.returncode != 0:
             dump_log = work_dir / "dump.log"
             raise CriuError(
@@ -119,6 +126,14 @@ class Runc:
                 log_path=str(dump_log) if dump_log.exists() else None,
                 log_excerpt=log_excerpt(dump_log),
             )
+
+    def resume(self, container_id: str) -> None:
+        """Thaw a container left frozen (by a CRIU that was killed mid-dump); a running one is left as it is."""
+        st = self.state(container_id)
+        if st is not None and st.status == "paused":
+            proc = self._run("resume", container_id)
+            if proc.returncode != 0:
+                raise ContainerError(f"runc resume {container_id} failed: {proc.stderr.strip()}")
 
     def kill(self, container_id: str, signal: str = "KILL") -> None:
         proc = self._run("kill", container_id, signal)

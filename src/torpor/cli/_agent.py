@@ -62,6 +62,10 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--criu", envvar="TORPOR_CRIU", help="criu binary (default: /opt/torpor/bin/criu, then PATH). [env TORPOR_CRIU]")
 @click.option("--image-dir", envvar="TORPOR_IMAGE_DIR", type=click.Path(file_okay=False, path_type=Path),
               help="Scratch for CRIU images; a tmpfs makes dumps faster. Default: STATE_DIR/images. [env TORPOR_IMAGE_DIR]")
+@click.option("--dump-timeout", envvar="TORPOR_DUMP_TIMEOUT", type=click.FloatRange(min=1), default=600.0,
+              show_default=True,
+              help="Seconds a CRIU dump may take; past that CRIU is killed, the container thawed and the "
+                   "checkpoint fails (a suspend then waits in place). [env TORPOR_DUMP_TIMEOUT]")
 @click.option("--python", "python_bin", default="/usr/bin/python3", show_default=True,
               help="Interpreter inside containers (from the host's /usr).")
 @click.option("--tls-ca", envvar="TORPOR_TLS_CA", type=click.Path(exists=True, dir_okay=False),
@@ -72,7 +76,7 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
                    "from their latest checkpoint, so no run ever has two live copies.")
 def agent(coordinator: str, join_token: str | None, join_token_file: str | None, name: str, slots: int, state_dir: Path,
           store: str, labels: tuple[str, ...], suspend_threshold: float, criu: str | None, image_dir: Path | None,
-          python_bin: str, tls_ca: str | None, stop_runs_on_exit: bool) -> None:
+          dump_timeout: float, python_bin: str, tls_ca: str | None, stop_runs_on_exit: bool) -> None:
     """Run the agent of this host: executes runs in containers, snapshots them with CRIU.
 
     Needs root, runc and CRIU >= 4.2 (run `torpor doctor` first). Runs keep
@@ -100,7 +104,8 @@ def agent(coordinator: str, join_token: str | None, join_token_file: str | None,
         daemon = Agent(
             DaemonConfig(name=name, coordinator=coordinator, join_token=join_token, slots=slots, labels=_labels(labels),
                          suspend_threshold=suspend_threshold, tls_ca=Path(tls_ca).read_bytes() if tls_ca else None),
-            containers=AgentConfig(state_dir=state_dir, python=python_bin, image_dir=image_dir),
+            containers=AgentConfig(state_dir=state_dir, python=python_bin, image_dir=image_dir,
+                                   dump_timeout=dump_timeout),
             runc=Runc(root=state_dir / "runc", criu=criu_info),
             store=st,
         )
