@@ -37,6 +37,16 @@ def retries_due(cur: Cursor, limit: int = 200) -> int:
     return len(rows)
 
 
+def extend_leases(cur: Cursor, lease: float) -> int:
+    """Give every live agent a full lease from now: after an outage its heartbeats could not be recorded."""
+    cur.execute(
+        "UPDATE agents SET lease_expires_at = greatest(lease_expires_at, now() + make_interval(secs => %s))"
+        " WHERE alive",
+        (lease,),
+    )
+    return cur.rowcount
+
+
 def leases_expired(cur: Cursor, max_failures: int) -> int:
     cur.execute(
         "SELECT name FROM agents WHERE alive AND lease_expires_at < now() LIMIT 50 FOR UPDATE SKIP LOCKED"
@@ -99,10 +109,15 @@ def checkpoint_prefix(location: str) -> str:
 
 class Timers:
     def __init__(self, db: Database, *, tick: float, max_failures: int, store: Any | None,
-                 kick_local: Callable[[], None], janitor_every: float = 5.0) -> None:
+                 kick_local: Callable[[], None], janitor_every: float = 5.0, lease: float = 15.0,
+                 heartbeat: float = 5.0) -> None:
         self._db = db
         self._tick = tick
         self._max_failures = max_failures
+        self._lease = lease
+        # A gap this long between two ticks that reached the database means heartbeats may have gone unrecorded.
+        self._outage = max(heartbeat, 4 * tick)
+        self._last_ok: float | None = None  # monotonic end of the last tick that reached the database
         self._store = store
         self._kick_local = kick_local
         self._janitor_every = janitor_every
@@ -120,8 +135,32 @@ class Timers:
         self._db.run(retries_due)
         while self._db.run(resolve_due) >= 200:
             pass
-        self._db.run(leases_expired, self._max_failures)
+        self._leases()
         self._db.run(deadlines_passed)
+        self._last_ok = time.monotonic()
+
+    def _leases(self) -> None:
+        """Expire lapsed leases, unless this coordinator has just started or just got the database back.
+
+        Either way agents may have heartbeated without effect (no database to
+        record it, no coordinator to take it), so first every lease is extended
+        by a full period: an outage of any length never makes a host lost by
+        itself. The gap is measured after a statement has come back, so a
+        database frozen before this tick's transaction began counts too.
+        """
+        def work(cur: Cursor) -> int:
+            cur.execute("SELECT 1")
+            gap = None if self._last_ok is None else time.monotonic() - self._last_ok
+            if gap is None or gap > self._outage:
+                n = extend_leases(cur, self._lease)
+                log.log(logging.WARNING if gap is not None and gap > self._lease else logging.INFO,
+                        "%s: the leases of %d live agent(s) extended by %gs before any may expire",
+                        "coordinator started" if gap is None else f"no tick reached the database for {gap:.1f}s",
+                        n, self._lease)
+                return 0
+            return leases_expired(cur, self._max_failures)
+
+        self._db.run(work)
 
     def janitor(self) -> None:
         self._db.run(expire_keys)
