@@ -30,6 +30,11 @@ def test_long_wait_suspends_frees_everything_and_resumes_with_state(stack):
     assert done["output"]["attempt"] == 1  # a restore is not a retry
     types = [e["type"] for e in done["events"]]
     assert any("suspend" in t for t in types) and any("restor" in t for t in types), types
+    # Nothing of it is left on the agent's disk: no log files, no CRIU scratch of the dump or the restore.
+    state = stack.agent_state(stack.agents[0])
+    assert_eventually(lambda: not (state / "logs" / run_id).exists()
+                      and not [p for p in (state / "images").iterdir() if p.name.startswith(run_id)], timeout=10)
+    assert not [p for p in (state / "criu").iterdir() if p.name.startswith(run_id)]
 
 
 def test_short_wait_is_served_in_place(stack):

@@ -30,6 +30,7 @@ import pathspec
 import zstandard
 
 from torpor._errors import ConfigError, IntegrityError, NotFoundError
+from torpor.agent._hygiene import touch_bundle
 from torpor.store import Store
 
 VERSION_LEN = 20
@@ -247,6 +248,7 @@ def fetch(store: Store, version: str, cache_dir: Path) -> Path:
         raise ConfigError(f"{version!r} is not a deployment version (expected {VERSION_LEN} hex characters)")
     target = cache_dir / version
     if target.is_dir():
+        touch_bundle(target)  # its mtime is its last use: unused bundles are removed after a while
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     try:

@@ -27,7 +27,7 @@ from torpor._logging import bind
 from torpor._proto.v1 import agent_pb2 as ap
 from torpor._proto.v1 import agent_pb2_grpc as ag
 from torpor._proto.v1 import common_pb2 as cm
-from torpor.agent import _bundle
+from torpor.agent import _bundle, _hygiene
 from torpor.agent._containers import AgentConfig, ContainerManager
 from torpor.agent._oci import Limits
 from torpor.agent._runc import Runc
@@ -58,6 +58,8 @@ class DaemonConfig:
     """PEM of the CA that signed the coordinator's certificate; None = plaintext."""
     drain_timeout: float = 60.0
     """Seconds a dump waits for the task to close its runtime connections."""
+    bundle_ttl: float = 24 * 3600.0
+    """Seconds a cached deployment bundle no run here has used is kept before it is removed."""
 
 
 class Agent:
@@ -93,6 +95,8 @@ class Agent:
         for sub in ("containers", "sockets"):
             for leftover in (self.mgr.state / sub).iterdir():
                 shutil.rmtree(leftover, ignore_errors=True)
+        _hygiene.reap_scratch(self.mgr.state, self.mgr.images, self.mgr.runtime_dir)
+        _hygiene.gc_bundles(self.mgr.state / "bundles", set(), self.config.bundle_ttl)
         return reaped
 
     # -- outgoing --------------------------------------------------------------
@@ -334,8 +338,13 @@ class Agent:
         if slot.container is not None and not slot.container.running:
             self.mgr._cleanup(slot.container.id, slot.container.bundle, slot.container.socket_dir)
         with self.lock:
-            if self.runs.get(slot.run_id) is slot:
+            current = self.runs.get(slot.run_id) is slot
+            if current:
                 del self.runs[slot.run_id]
+            in_use = {s.spec.version for s in self.runs.values()}
+        if current:  # a stale copy replaced by a newer generation here leaves the new one's logs alone
+            _hygiene.drop_run_logs(self.mgr.state, slot.run_id)
+        _hygiene.gc_bundles(self.mgr.state / "bundles", in_use, self.config.bundle_ttl)
 
     def _kill(self, slot: RunSlot, reason: str) -> None:
         with slot.lock:
