@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import queue
 import shutil
 import threading
 import time
@@ -30,6 +29,7 @@ from torpor._proto.v1 import common_pb2 as cm
 from torpor.agent import _bundle, _hygiene
 from torpor.agent._containers import AgentConfig, ContainerManager
 from torpor.agent._oci import Limits
+from torpor.agent._outbox import Outbox
 from torpor.agent._runc import Runc
 from torpor.agent._runs import Outcome, RunSlot
 from torpor.agent._runtime_server import RuntimeServer
@@ -69,7 +69,7 @@ class Agent:
         self.mgr = ContainerManager(containers, runc=runc, store=store, log_sink=self._on_log)
         self.runs: dict[str, RunSlot] = {}
         self.lock = threading.RLock()
-        self.outbox: "queue.Queue[ap.AgentMessage | None]" = queue.Queue()
+        self.outbox = Outbox()
         self.pool = ThreadPoolExecutor(max_workers=max(4, config.slots * 2), thread_name_prefix="agent-cmd")
         self.stopped = threading.Event()
         self.connected = threading.Event()
@@ -102,7 +102,7 @@ class Agent:
     # -- outgoing --------------------------------------------------------------
 
     def send(self, msg: ap.AgentMessage) -> None:
-        self.outbox.put(msg)
+        self.outbox.send(msg)
 
     def _on_log(self, run_id: str, stream: str, data: bytes) -> None:
         slot = self.runs.get(run_id)
@@ -118,30 +118,27 @@ class Agent:
         )
 
     def holding(self) -> list[ap.RunRef]:
+        """The runs here, and the runs whose exit report the coordinator has not acknowledged yet.
+
+        A run leaves ``self.runs`` as soon as its exit is queued; listing it
+        until the exit is acknowledged keeps a heartbeat from telling the
+        coordinator the run vanished before the report of how it ended lands.
+        """
         with self.lock:
-            return [s.ref() for s in self.runs.values()]
+            refs = {s.run_id: s.ref() for s in self.runs.values()}
+        for m in self.outbox.unacked():
+            if m.WhichOneof("msg") == "run_exited" and m.run_exited.run.run_id not in refs:
+                refs[m.run_exited.run.run_id] = m.run_exited.run
+        return list(refs.values())
 
     def _requests(self):  # type: ignore[no-untyped-def]
-        yield ap.AgentMessage(register=ap.Register(
-            name=self.config.name, facts=self.facts(), slots=self.config.slots, labels=self.config.labels,
-            holding=self.holding()))
-        next_beat = time.monotonic() + self.heartbeat_seconds
-        while not self.stopped.is_set():
-            # Heartbeats go out on time however busy the outbox is: the lease
-            # is renewed by them alone.
-            now = time.monotonic()
-            if now >= next_beat:
-                next_beat = now + self.heartbeat_seconds
-                yield ap.AgentMessage(heartbeat=ap.Heartbeat(slots_used=len(self.runs), facts=self.facts(),
-                                                             holding=self.holding()))
-                continue
-            try:
-                msg = self.outbox.get(timeout=max(0.0, next_beat - now))
-            except queue.Empty:
-                continue
-            if msg is None:
-                return
-            yield msg
+        return self.outbox.stream(
+            register=lambda: ap.AgentMessage(register=ap.Register(
+                name=self.config.name, facts=self.facts(), slots=self.config.slots, labels=self.config.labels,
+                holding=self.holding(), incarnation=self.outbox.incarnation)),
+            heartbeat=lambda: ap.AgentMessage(heartbeat=ap.Heartbeat(slots_used=len(self.runs), facts=self.facts(),
+                                                                     holding=self.holding())),
+            period=lambda: self.heartbeat_seconds, stopped=self.stopped)
 
     # -- the connection loop ------------------------------------------------------
 
@@ -180,7 +177,7 @@ class Agent:
     def stop(self) -> None:
         """Stop talking to the coordinator (containers keep running, as when a host's agent restarts)."""
         self.stopped.set()
-        self.outbox.put(None)
+        self.outbox.close()
         if self._call is not None:
             self._call.cancel()
 
@@ -208,6 +205,9 @@ class Agent:
             self.heartbeat_seconds = msg.registered.heartbeat_seconds or self.heartbeat_seconds
             self.connected.set()
             log.info("registered with %s as %s", self.config.coordinator, self.config.name)
+            return
+        if kind == "ack":
+            self.outbox.acked(msg.ack.seq)
             return
         if kind == "child_triggered":
             slot = self.runs.get(msg.child_triggered.run.run_id)

@@ -20,7 +20,7 @@ from torpor._logging import bind
 from torpor._proto.v1 import agent_pb2, agent_pb2_grpc
 from torpor.coordinator import _reports as reports
 from torpor.coordinator._config import CoordinatorConfig
-from torpor.coordinator._db import Database
+from torpor.coordinator._db import Database, DatabaseError
 from torpor.coordinator._states import TransitionError
 from torpor.coordinator._triggers import NewRun, check_batch, create_runs
 
@@ -165,6 +165,12 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
                 except reports.Superseded:
                     log.warning("agent %s registered again elsewhere; closing this stream", session.name)
                     return
+                except DatabaseError as exc:
+                    # Later reports must not overtake this one: end the stream; the agent reconnects and
+                    # sends every report not yet acknowledged again, in order.
+                    log.warning("agent %s: %s not applied (%s); closing the stream", session.name,
+                                msg.WhichOneof("msg"), exc)
+                    return
                 except TransitionError as exc:
                     log.warning("agent %s: ignored %s: %s", session.name, msg.WhichOneof("msg"), exc)
                 except TorporError as exc:
@@ -192,7 +198,12 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
         handler, frees_slot = _REPORTS[kind]
         extra = ((cfg.max_host_failures,) if handler in _NEED_MAX_FAILURES
                  else (cfg.keep_checkpoints,) if handler is reports.checkpoint_recorded else ())
-        out = self._db.run(handler, session.name, getattr(msg, kind), *extra)
+        if msg.seq:
+            out = self._db.run(reports.apply_once, session.name, session.id, msg.seq, handler, getattr(msg, kind),
+                               *extra)
+            out = [*out, agent_pb2.CoordinatorMessage(ack=agent_pb2.ReportAck(seq=msg.seq))]
+        else:
+            out = self._db.run(handler, session.name, getattr(msg, kind), *extra)
         if frees_slot:
             self._wake()
         return out

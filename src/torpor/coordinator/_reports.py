@@ -14,11 +14,11 @@ from typing import Any
 
 from psycopg import sql
 
-from torpor._errors import ConfigError
+from torpor._errors import ConfigError, TorporError
 from torpor._proto.v1 import agent_pb2, common_pb2
 from torpor.coordinator import _lifecycle as life
 from torpor.coordinator import _waits
-from torpor.coordinator._db import Cursor
+from torpor.coordinator._db import Cursor, DatabaseError
 from torpor.coordinator._states import (
     CANCELED,
     ON_AGENT,
@@ -75,16 +75,45 @@ def _fence(cur: Cursor, agent: str, holding: list[agent_pb2.RunRef]) -> Replies:
 def register(cur: Cursor, coordinator_id: str, session_id: str, reg: agent_pb2.Register, lease: float) -> Replies:
     cur.execute(
         "INSERT INTO agents (name, coordinator_id, session_id, slots, facts, labels, alive, lease_expires_at,"
-        " connected_at, last_heartbeat_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, true, now() + make_interval(secs => %s), now(), now())"
+        " connected_at, last_heartbeat_at, incarnation)"
+        " VALUES (%s, %s, %s, %s, %s, %s, true, now() + make_interval(secs => %s), now(), now(), %s)"
         " ON CONFLICT (name) DO UPDATE SET coordinator_id = EXCLUDED.coordinator_id, session_id = EXCLUDED.session_id,"
         " slots = EXCLUDED.slots, facts = EXCLUDED.facts, labels = EXCLUDED.labels, alive = true,"
-        " lease_expires_at = EXCLUDED.lease_expires_at, connected_at = now(), last_heartbeat_at = now()",
+        " lease_expires_at = EXCLUDED.lease_expires_at, connected_at = now(), last_heartbeat_at = now(),"
+        # A new agent process numbers its reports from 1 again.
+        " last_seq = CASE WHEN agents.incarnation IS NOT DISTINCT FROM EXCLUDED.incarnation"
+        " THEN agents.last_seq ELSE 0 END, incarnation = EXCLUDED.incarnation",
         (reg.name, coordinator_id, session_id, reg.slots, reg.facts.SerializeToString(),
-         json.dumps(dict(reg.labels)), lease),
+         json.dumps(dict(reg.labels)), lease, reg.incarnation or None),
     )
     notify(cur, "wake")
     return _fence(cur, reg.name, list(reg.holding))
+
+
+def apply_once(cur: Cursor, agent: str, session_id: str, seq: int, handler: Any, body: Any, *extra: Any) -> Replies:
+    """Apply report number ``seq`` of this agent process unless it already was, in the same transaction.
+
+    A report refused for good (stale, an invalid transition, bad input) counts
+    as applied: sending it again would be refused again. Database failures
+    propagate, roll everything back, and the report is neither applied nor
+    acknowledged.
+    """
+    cur.execute("SELECT last_seq FROM agents WHERE name = %s AND session_id = %s FOR UPDATE", (agent, session_id))
+    row = cur.fetchone()
+    if row is None:
+        raise Superseded(agent)
+    if seq <= row["last_seq"]:
+        return []  # applied before the stream that carried its acknowledgement broke
+    try:
+        with cur.connection.transaction():  # a savepoint: a refusal undoes its own writes only
+            out = handler(cur, agent, body, *extra)
+    except DatabaseError:
+        raise
+    except TorporError as exc:
+        log.warning("agent %s: refused report %d (%s): %s", agent, seq, type(body).__name__, exc)
+        out = []
+    cur.execute("UPDATE agents SET last_seq = %s WHERE name = %s", (seq, agent))
+    return out
 
 
 def disconnected(cur: Cursor, agent: str, session_id: str) -> None:

@@ -123,7 +123,7 @@ def suspend_on(agent: "FakeAgent", run_id: str, wait_id: str, **kind: Any) -> No
 class FakeAgent:
     def __init__(self, address: str, name: str, *, slots: int = 4, token: str = JOIN_TOKEN, auto_start: bool = True,
                  heartbeat: bool = True, holding: list[tuple[str, int]] | None = None,
-                 auto_exit: float | None = None, tracker: "Tracker | None" = None) -> None:
+                 auto_exit: float | None = None, tracker: "Tracker | None" = None, incarnation: str = "") -> None:
         self.address = address
         self.name = name
         self.slots = slots
@@ -138,6 +138,7 @@ class FakeAgent:
         self._stop = threading.Event()
         self._channel = grpc.insecure_channel(address)
         self.auto_exit = auto_exit
+        self.incarnation = incarnation
         self.tracker = tracker
         self.registered = threading.Event()
         self.error: grpc.RpcError | None = None
@@ -146,7 +147,7 @@ class FakeAgent:
     def _requests(self) -> Iterator[agent_pb2.AgentMessage]:
         yield agent_pb2.AgentMessage(register=agent_pb2.Register(
             name=self.name, slots=self.slots, facts=common_pb2.HostFacts(hostname=self.name, cpus=2),
-            labels={"zone": "test"},
+            labels={"zone": "test"}, incarnation=self.incarnation,
             holding=[agent_pb2.RunRef(run_id=r, generation=g) for r, g in self.initial_holding]))
         while True:
             msg = self._out.get()

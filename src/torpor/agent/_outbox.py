@@ -1,0 +1,79 @@
+"""The agent's side of the report protocol: numbering, acknowledgements, replay, heartbeats on time.
+
+Every report (everything but Register, Heartbeat and ChildTrigger) gets the
+next number of this agent process (its incarnation) and is kept until the
+coordinator's ReportAck covers it; the coordinator sends that ack only after
+the report's transaction has committed, and applies each number once. After
+a reconnect the stream starts with Register, then every report not yet
+acknowledged, in order, so a report in flight when a stream or a coordinator
+died takes effect exactly once. Heartbeats are never held up by a long queue
+of reports: the lease is renewed by them alone.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+from typing import Callable, Iterator
+
+from torpor._proto.v1 import agent_pb2 as ap
+
+# Messages that are not reports: never numbered, never sent again. A ChildTrigger is a question the task
+# waits on (with a timeout), answered on the stream that carried it.
+_UNNUMBERED = frozenset({"register", "heartbeat", "child_trigger"})
+
+
+class Outbox:
+    def __init__(self) -> None:
+        self.incarnation = uuid.uuid4().hex
+        self._queue: "queue.Queue[ap.AgentMessage | None]" = queue.Queue()
+        self._seq = 0
+        self._unacked: dict[int, ap.AgentMessage] = {}
+        self._lock = threading.Lock()
+
+    def send(self, msg: ap.AgentMessage) -> None:
+        if msg.WhichOneof("msg") not in _UNNUMBERED:
+            with self._lock:
+                self._seq += 1
+                msg.seq = self._seq
+                self._unacked[msg.seq] = msg
+        self._queue.put(msg)
+
+    def acked(self, seq: int) -> None:
+        with self._lock:
+            for n in [n for n in self._unacked if n <= seq]:
+                del self._unacked[n]
+
+    def unacked(self) -> list[ap.AgentMessage]:
+        with self._lock:
+            return list(self._unacked.values())
+
+    def close(self) -> None:
+        self._queue.put(None)
+
+    def stream(self, register: Callable[[], ap.AgentMessage], heartbeat: Callable[[], ap.AgentMessage],
+               period: Callable[[], float], stopped: threading.Event) -> Iterator[ap.AgentMessage]:
+        """What one connection sends: Register, the unacknowledged reports, then new ones and heartbeats."""
+        yield register()
+        sent = 0
+        for msg in self.unacked():
+            sent = msg.seq
+            yield msg
+        next_beat = time.monotonic() + period()
+        while not stopped.is_set():
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + period()
+                yield heartbeat()
+                continue
+            try:
+                msg = self._queue.get(timeout=max(0.0, next_beat - now))
+            except queue.Empty:
+                continue
+            if msg is None:
+                return
+            if msg.seq and msg.seq <= sent:
+                continue  # already sent again after the Register
+            yield msg

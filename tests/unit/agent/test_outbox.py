@@ -1,0 +1,56 @@
+"""The agent's outbox: reports numbered, kept until acknowledged, sent again first after a reconnect."""
+
+from __future__ import annotations
+
+import threading
+
+from torpor._proto.v1 import agent_pb2 as ap
+from torpor.agent._daemon import Agent
+from torpor.agent._outbox import Outbox
+
+
+def _ref(run: str, gen: int = 1) -> ap.RunRef:
+    return ap.RunRef(run_id=run, generation=gen)
+
+
+def _take(stream, n: int) -> list[ap.AgentMessage]:  # type: ignore[no-untyped-def]
+    return [next(stream) for _ in range(n)]
+
+
+def _stream(box: Outbox, stopped: threading.Event):  # type: ignore[no-untyped-def]
+    return box.stream(register=lambda: ap.AgentMessage(register=ap.Register(name="a", incarnation=box.incarnation)),
+                      heartbeat=lambda: ap.AgentMessage(heartbeat=ap.Heartbeat()), period=lambda: 3600.0,
+                      stopped=stopped)
+
+
+def test_reports_are_numbered_and_replayed_in_order_until_acknowledged():
+    box, stopped = Outbox(), threading.Event()
+    box.send(ap.AgentMessage(run_started=ap.RunStarted(run=_ref("r1"))))
+    box.send(ap.AgentMessage(child_trigger=ap.ChildTrigger(run=_ref("r1"), request_id="q")))  # a question: unnumbered
+    box.send(ap.AgentMessage(log=ap.LogData(run=_ref("r1"), data=b"x")))
+    first = _take(_stream(box, stopped), 4)
+    # Reports queued before the stream opened go right after the Register; the question follows.
+    assert [(m.WhichOneof("msg"), m.seq) for m in first] == [("register", 0), ("run_started", 1), ("log", 2),
+                                                             ("child_trigger", 0)]
+    box.acked(1)
+    box.send(ap.AgentMessage(run_exited=ap.RunExited(run=_ref("r1"))))
+    # The stream broke: a new one sends Register, then 2 and 3 (unacknowledged), and 3 only once.
+    second = _stream(box, stopped)
+    assert [(m.WhichOneof("msg"), m.seq) for m in _take(second, 3)] == [("register", 0), ("log", 2),
+                                                                        ("run_exited", 3)]
+    box.send(ap.AgentMessage(log=ap.LogData(run=_ref("r1"), data=b"y")))
+    assert [(m.WhichOneof("msg"), m.seq) for m in _take(second, 1)] == [("log", 4)]
+    box.acked(4)
+    assert box.unacked() == []
+
+
+def test_a_run_stays_held_until_its_exit_is_acknowledged():
+    """A heartbeat must not say the run is gone while the report of how it ended may still be on its way."""
+    agent = object.__new__(Agent)
+    agent.runs = {}
+    agent.lock = threading.RLock()
+    agent.outbox = Outbox()
+    agent.send(ap.AgentMessage(run_exited=ap.RunExited(run=_ref("done", 4), has_result=True)))
+    assert [(r.run_id, r.generation) for r in agent.holding()] == [("done", 4)]
+    agent.outbox.acked(1)
+    assert agent.holding() == []
