@@ -19,6 +19,7 @@ from torpor._errors import ConfigError, TorporError
 from torpor._logging import bind
 from torpor._proto.v1 import agent_pb2, agent_pb2_grpc
 from torpor.coordinator import _reports as reports
+from torpor.coordinator._auth import KeyChecker, StreamGuard
 from torpor.coordinator._config import CoordinatorConfig
 from torpor.coordinator._db import Database, DatabaseError
 from torpor.coordinator._states import TransitionError
@@ -104,7 +105,8 @@ class Sessions:
 
 class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
     def __init__(self, db: Database, config: CoordinatorConfig, coordinator_id: str, sessions: Sessions,
-                 on_connect: Callable[[str], None], wake: Callable[[], None]) -> None:
+                 on_connect: Callable[[str], None], wake: Callable[[], None], checker: KeyChecker | None = None) -> None:
+        self._checker = checker
         self._db = db
         self._config = config
         self._id = coordinator_id
@@ -135,8 +137,12 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
         reader.start()
         self._on_connect(reg.name)
         self._wake()
+        guard = StreamGuard(self._checker, context, self._config.auth_cache_seconds)
         try:
             while context.is_active():
+                if guard.revoked():
+                    log.warning("agent %s: its join token was revoked; closing its stream", reg.name)
+                    context.abort(grpc.StatusCode.UNAUTHENTICATED, "this agent's join token was revoked")
                 try:
                     item = session.outq.get(timeout=1.0)
                 except queue.Empty:

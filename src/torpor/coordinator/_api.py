@@ -18,6 +18,7 @@ from torpor._proto.v1 import agent_pb2, common_pb2, coordinator_pb2, coordinator
 from torpor.coordinator import _convert as convert
 from torpor.coordinator import _lifecycle as life
 from torpor.coordinator import _outbox, _waits
+from torpor.coordinator._auth import KeyChecker, StreamGuard
 from torpor.coordinator._config import CoordinatorConfig
 from torpor.coordinator._db import Cursor, Database
 from torpor.coordinator._hub import Hub
@@ -213,7 +214,9 @@ def _store_bundle(store: Any | None, req: coordinator_pb2.DeployRequest) -> coor
 
 
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
-    def __init__(self, db: Database, config: CoordinatorConfig, hub: Hub, store: Any | None = None) -> None:
+    def __init__(self, db: Database, config: CoordinatorConfig, hub: Hub, store: Any | None = None,
+                 checker: KeyChecker | None = None) -> None:
+        self._checker = checker
         self._db = db
         self._config = config
         self._hub = hub
@@ -314,9 +317,11 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
 
     @_rpc
     def WatchRun(self, req: coordinator_pb2.WatchRunRequest, context: grpc.ServicerContext) -> Iterator[common_pb2.Run]:
+        guard = StreamGuard(self._checker, context, self._config.auth_cache_seconds)
         with self._hub.watch("run:" + req.run_id) as changed:
             last: bytes | None = None
             while context.is_active():
+                _end_if_revoked(guard, context)
                 run = self._db.run(_get_full, req.run_id)
                 data = run.SerializeToString(deterministic=True)
                 if data != last:
@@ -328,9 +333,11 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
 
     @_rpc
     def StreamLogs(self, req: coordinator_pb2.StreamLogsRequest, context: grpc.ServicerContext) -> Iterator[coordinator_pb2.LogChunk]:
+        guard = StreamGuard(self._checker, context, self._config.auth_cache_seconds)
         with self._hub.watch("log:" + req.run_id) as logged, self._hub.watch("run:" + req.run_id) as changed:
             after = 0
             while context.is_active():
+                _end_if_revoked(guard, context)
                 rows, status = self._db.run(_logs_after, req.run_id, after)
                 for r in rows:
                     after = r["id"]
@@ -348,6 +355,11 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
     @_rpc
     def ListAgents(self, req: coordinator_pb2.ListAgentsRequest, context: grpc.ServicerContext) -> coordinator_pb2.ListAgentsResponse:
         return self._db.run(_list_agents)
+
+
+def _end_if_revoked(guard: StreamGuard, context: grpc.ServicerContext) -> None:
+    if guard.revoked():
+        raise TorporError("the API key of this stream was revoked", code=ErrorCode.UNAUTHENTICATED)
 
 
 _TERMINAL_VALUES = frozenset(common_pb2.RunStatus.Value(s) for s in TERMINAL)

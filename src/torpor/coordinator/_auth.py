@@ -81,6 +81,39 @@ class KeyChecker:
         return kind
 
 
+def bearer(metadata: Any) -> str:
+    """The secret of an ``authorization: Bearer ...`` entry of gRPC metadata, or ''."""
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str) and value.lower().startswith("bearer "):
+            return value[7:].strip()
+    return ""
+
+
+class StreamGuard:
+    """Whether the key that opened a long stream has since been revoked (checked at most once per ``ttl``).
+
+    The interceptor checks a key when a call starts; a stream (an agent's
+    channel, a watch, a log follow) outlives that check, so its loop asks this
+    guard and ends the stream once the key is gone. A check that cannot reach
+    the database counts as valid: an outage must not cut every stream.
+    """
+
+    def __init__(self, checker: "KeyChecker | None", context: grpc.ServicerContext, ttl: float) -> None:
+        self._checker = checker
+        self._secret = bearer(context.invocation_metadata()) if checker is not None else ""
+        self._ttl = ttl
+        self._next = time.monotonic() + ttl
+
+    def revoked(self) -> bool:
+        if self._checker is None or not self._secret or time.monotonic() < self._next:
+            return False
+        self._next = time.monotonic() + self._ttl
+        try:
+            return self._checker.kind_of(self._secret) is None
+        except Exception:  # noqa: BLE001 - see the class docstring
+            return False
+
+
 def _abort_handler(handler: grpc.RpcMethodHandler, message: str,
                    code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED) -> grpc.RpcMethodHandler:
     def abort(request: Any, context: grpc.ServicerContext) -> Any:
@@ -107,10 +140,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         need = next((kind for prefix, kind in _SERVICE_KIND.items() if details.method.startswith(prefix)), None)
         if need is None:
             return handler  # health checks and the like
-        secret = ""
-        for key, value in details.invocation_metadata or ():
-            if key == "authorization" and isinstance(value, str) and value.lower().startswith("bearer "):
-                secret = value[7:].strip()
+        secret = bearer(details.invocation_metadata)
         what = "an API key" if need == "client" else "a join token"
         if not secret:
             return _abort_handler(handler, f"missing credentials: send {what} as 'authorization: Bearer <secret>' metadata")

@@ -60,6 +60,7 @@ class Coordinator:
                 log.info("database schema migrated from version %d to %d", before, after)
         self.db.open()
         interceptors = []
+        checker = None
         if self.config.auth:
             checker = KeyChecker(self.db, api_keys=self.config.api_keys, join_tokens=self.config.join_tokens,
                                  ttl=self.config.auth_cache_seconds)
@@ -74,9 +75,10 @@ class Coordinator:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.config.grpc_workers, thread_name_prefix="torpor-rpc"),
                              interceptors=interceptors, options=options)
         coordinator_pb2_grpc.add_CoordinatorServicer_to_server(
-            CoordinatorServicer(self.db, self.config, self.hub, store=self.store), server)
+            CoordinatorServicer(self.db, self.config, self.hub, store=self.store, checker=checker), server)
         agent_pb2_grpc.add_AgentChannelServicer_to_server(
-            AgentChannelServicer(self.db, self.config, self.id, self.sessions, self.deliverer.kick, self.scheduler.wake),
+            AgentChannelServicer(self.db, self.config, self.id, self.sessions, self.deliverer.kick, self.scheduler.wake,
+                                 checker=checker),
             server)
         if self.config.tls is not None:
             try:
