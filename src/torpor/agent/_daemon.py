@@ -250,7 +250,7 @@ class Agent:
 
     def _new_slot(self, spec: ap.RunSpec) -> RunSlot:
         slot = RunSlot(spec=spec, send=self.send, suspend_threshold=self.config.suspend_threshold,
-                       request_checkpoint=self._checkpoint_for_task)
+                       request_checkpoint=self._checkpoint_for_task, send_confirmed=self.outbox.send_confirmed)
         with self.lock:
             old = self.runs.get(spec.run.run_id)
             if old is not None and old.generation >= spec.run.generation:

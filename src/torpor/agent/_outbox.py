@@ -31,20 +31,31 @@ class Outbox:
         self._queue: "queue.Queue[ap.AgentMessage | None]" = queue.Queue()
         self._seq = 0
         self._unacked: dict[int, ap.AgentMessage] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._acked_upto = 0
 
-    def send(self, msg: ap.AgentMessage) -> None:
+    def send(self, msg: ap.AgentMessage) -> int:
+        """Queue ``msg``; its number (0 for messages that are not reports)."""
         if msg.WhichOneof("msg") not in _UNNUMBERED:
             with self._lock:
                 self._seq += 1
                 msg.seq = self._seq
                 self._unacked[msg.seq] = msg
         self._queue.put(msg)
+        return msg.seq
+
+    def send_confirmed(self, msg: ap.AgentMessage, timeout: float) -> bool:
+        """Send a report and wait until the coordinator has committed it; False on timeout."""
+        seq = self.send(msg)
+        with self._lock:
+            return self._lock.wait_for(lambda: self._acked_upto >= seq, timeout)
 
     def acked(self, seq: int) -> None:
         with self._lock:
             for n in [n for n in self._unacked if n <= seq]:
                 del self._unacked[n]
+            self._acked_upto = max(self._acked_upto, seq)
+            self._lock.notify_all()
 
     def unacked(self) -> list[ap.AgentMessage]:
         with self._lock:

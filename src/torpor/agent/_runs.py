@@ -23,7 +23,8 @@ from torpor.agent._runtime_server import RuntimeServer
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[ap.AgentMessage], None]
+Send = Callable[[ap.AgentMessage], object]
+TOKEN_CONFIRM_SECONDS = 60.0
 
 
 @dataclass
@@ -39,6 +40,8 @@ class RunSlot:
     suspend_threshold: float
     request_checkpoint: Callable[["RunSlot", str], None]
     """Called (in a worker thread) to take a leave-running checkpoint for a wait id."""
+    send_confirmed: Callable[[ap.AgentMessage, float], bool] | None = None
+    """Send a report and wait until the coordinator committed it (None: just send)."""
     container: Container | None = None
     server: RuntimeServer | None = None
     # wait_id -> None while pending, Outcome once resolved
@@ -122,8 +125,14 @@ class RunSlot:
         if kind == "create_token":
             token_id = f"tok_{uuid.uuid4().hex}"
             timeout = req.create_token.timeout_seconds
-            self.send(ap.AgentMessage(token_registered=ap.TokenRegistered(
-                run=self.ref(), token_id=token_id, timeout_unix=time.time() + timeout if timeout else 0)))
+            msg = ap.AgentMessage(token_registered=ap.TokenRegistered(
+                run=self.ref(), token_id=token_id, timeout_unix=time.time() + timeout if timeout else 0))
+            # The token exists once create_token returns: whoever the task hands it to may complete it at once.
+            if self.send_confirmed is None:
+                self.send(msg)
+            elif not self.send_confirmed(msg, TOKEN_CONFIRM_SECONDS):
+                return rt.RuntimeResponse(error=f"the coordinator did not record token {token_id} within "
+                                                f"{TOKEN_CONFIRM_SECONDS:.0f} s; try again")
             return rt.RuntimeResponse(token=rt.TokenCreated(token_id=token_id))
         if kind == "metadata":
             self.send(ap.AgentMessage(metadata=ap.MetadataUpdate(run=self.ref(), metadata_json=req.metadata.metadata_json)))

@@ -54,3 +54,39 @@ def test_a_run_stays_held_until_its_exit_is_acknowledged():
     assert [(r.run_id, r.generation) for r in agent.holding()] == [("done", 4)]
     agent.outbox.acked(1)
     assert agent.holding() == []
+
+
+def test_a_confirmed_send_returns_once_its_report_is_acknowledged():
+    box = Outbox()
+    box.send(ap.AgentMessage(log=ap.LogData(run=_ref("r"), data=b"x")))
+    result: list[bool] = []
+    t = threading.Thread(target=lambda: result.append(
+        box.send_confirmed(ap.AgentMessage(token_registered=ap.TokenRegistered(run=_ref("r"), token_id="t")), 5)))
+    t.start()
+    box.acked(1)  # an earlier report: not enough
+    t.join(0.2)
+    assert t.is_alive() and result == []
+    box.acked(2)
+    t.join(5)
+    assert result == [True]
+    assert box.send_confirmed(ap.AgentMessage(log=ap.LogData(run=_ref("r"))), 0.05) is False  # never acknowledged
+
+
+def test_create_token_returns_only_once_the_coordinator_has_the_token():
+    from torpor._proto.v1 import runtime_pb2 as rt
+    from torpor.agent._runs import RunSlot
+
+    confirmed: list[str] = []
+
+    def confirm(msg: ap.AgentMessage, timeout: float) -> bool:
+        confirmed.append(msg.token_registered.token_id)
+        return msg.token_registered.token_id != "never"
+
+    slot = RunSlot(spec=ap.RunSpec(run=_ref("r")), send=lambda m: None, suspend_threshold=5,
+                   request_checkpoint=lambda *a: None, send_confirmed=confirm)
+    resp = slot.handle(rt.RuntimeRequest(create_token=rt.RuntimeCreateToken()))
+    assert resp.token.token_id.startswith("tok_") and confirmed == [resp.token.token_id]
+
+    slot.send_confirmed = lambda msg, timeout: False  # the coordinator never committed it
+    refused = slot.handle(rt.RuntimeRequest(create_token=rt.RuntimeCreateToken()))
+    assert "did not record token" in refused.error and not refused.HasField("token")
