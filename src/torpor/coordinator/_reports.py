@@ -26,6 +26,7 @@ from torpor.coordinator._states import (
     RUNNING,
     STARTING,
     SUSPENDING,
+    TERMINAL,
     TransitionError,
     add_event,
     lock_run,
@@ -205,20 +206,33 @@ def run_exited(cur: Cursor, agent: str, m: agent_pb2.RunExited, max_failures: in
 
 
 def checkpoint_recorded(cur: Cursor, agent: str, m: agent_pb2.CheckpointRecorded, keep: int = 3) -> Replies:
-    run = _current(cur, agent, m.run)
-    if run is None:
-        return [kill_message(m.run.run_id, m.run.generation, "stale_generation")]
     c = m.checkpoint
     if not c.id or not c.location:
         raise ConfigError("a recorded checkpoint needs an id and a location")
+    run = _current(cur, agent, m.run)
+    if run is None:
+        # A stale copy's snapshot is in the store all the same: record it released, so the janitor deletes it.
+        cur.execute(
+            "INSERT INTO checkpoints (run_id, id, kind, size_bytes, raw_bytes, duration_ms, agent, location, generation,"
+            " attempt, released_at) SELECT id, %s, %s, %s, %s, %s, %s, %s, %s, attempt, now() FROM runs WHERE id = %s"
+            " ON CONFLICT (run_id, id) DO NOTHING",
+            (c.id, common_pb2.CheckpointKind.Name(c.kind) if c.kind else "PERIODIC", c.size_bytes, c.raw_bytes,
+             c.duration_ms, agent, c.location, m.run.generation, m.run.run_id),
+        )
+        return [kill_message(m.run.run_id, m.run.generation, "stale_generation")]
     kind = common_pb2.CheckpointKind.Name(c.kind) if c.kind else "PERIODIC"
+    # A dump that finishes after the run ended (canceled, timed out mid-dump) is recorded released: the
+    # janitor deletes it from the store, as it did the run's other checkpoints.
+    finished = run["status"] in TERMINAL
     cur.execute(
         "INSERT INTO checkpoints (run_id, id, kind, size_bytes, raw_bytes, duration_ms, agent, location, generation,"
-        " attempt, wait_id, request_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (run_id, id) DO NOTHING",
+        " attempt, wait_id, request_id, released_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+        " CASE WHEN %s THEN now() END) ON CONFLICT (run_id, id) DO NOTHING",
         (run["id"], c.id, kind, c.size_bytes, c.raw_bytes, c.duration_ms, agent, c.location, run["generation"],
-         run["attempt"], run["waiting_on"] if kind == "SUSPEND" else None, m.request_id or None),
+         run["attempt"], run["waiting_on"] if kind == "SUSPEND" else None, m.request_id or None, finished),
     )
+    if finished:
+        return []
     add_event(cur, run, "checkpoint", f"{kind} {c.id}: {c.size_bytes} bytes in {c.duration_ms} ms", agent=agent,
               ref=m.request_id or None)
     life.keep_newest_checkpoints(cur, run, keep)
