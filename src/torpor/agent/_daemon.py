@@ -214,6 +214,8 @@ class Agent:
             if slot is not None:
                 slot.child_triggered(msg.child_triggered)
             return
+        if msg.cmd_id and not self.outbox.take_command(msg.cmd_id):
+            return  # sent again after a reconnect, and already taken
         handler = getattr(self, f"_on_{kind}", None)
         if handler is None:
             log.warning("ignoring unknown coordinator message %s", kind)

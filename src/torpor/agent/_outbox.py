@@ -1,6 +1,6 @@
 """The agent's side of the report protocol: numbering, acknowledgements, replay, heartbeats on time.
 
-Every report (everything but Register, Heartbeat and ChildTrigger) gets the
+Every report (everything but Register, Heartbeat, ChildTrigger and CommandAck) gets the
 next number of this agent process (its incarnation) and is kept until the
 coordinator's ReportAck covers it; the coordinator sends that ack only after
 the report's transaction has committed, and applies each number once. After
@@ -8,6 +8,10 @@ a reconnect the stream starts with Register, then every report not yet
 acknowledged, in order, so a report in flight when a stream or a coordinator
 died takes effect exactly once. Heartbeats are never held up by a long queue
 of reports: the lease is renewed by them alone.
+
+The other way, commands from the coordinator's outbox carry their ``cmd_id``
+and are sent again on a new stream until acknowledged: each is acknowledged
+on arrival and taken once (``take_command``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from torpor._proto.v1 import agent_pb2 as ap
 
 # Messages that are not reports: never numbered, never sent again. A ChildTrigger is a question the task
 # waits on (with a timeout), answered on the stream that carried it.
-_UNNUMBERED = frozenset({"register", "heartbeat", "child_trigger"})
+_UNNUMBERED = frozenset({"register", "heartbeat", "child_trigger", "command_ack"})
+# How many command ids are remembered to recognise one sent again (far more than can be in flight).
+_SEEN_COMMANDS = 10_000
 
 
 class Outbox:
@@ -33,6 +39,7 @@ class Outbox:
         self._unacked: dict[int, ap.AgentMessage] = {}
         self._lock = threading.Condition()
         self._acked_upto = 0
+        self._seen: dict[int, None] = {}  # command ids taken, oldest first
 
     def send(self, msg: ap.AgentMessage) -> int:
         """Queue ``msg``; its number (0 for messages that are not reports)."""
@@ -56,6 +63,17 @@ class Outbox:
                 del self._unacked[n]
             self._acked_upto = max(self._acked_upto, seq)
             self._lock.notify_all()
+
+    def take_command(self, cmd_id: int) -> bool:
+        """Acknowledge command ``cmd_id``; True the first time it arrives, False when it is a resend."""
+        self.send(ap.AgentMessage(command_ack=ap.CommandAck(cmd_ids=[cmd_id])))
+        with self._lock:
+            if cmd_id in self._seen:
+                return False
+            self._seen[cmd_id] = None
+            if len(self._seen) > _SEEN_COMMANDS:
+                del self._seen[next(iter(self._seen))]
+            return True
 
     def unacked(self) -> list[ap.AgentMessage]:
         with self._lock:

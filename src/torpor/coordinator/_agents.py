@@ -18,6 +18,7 @@ import grpc
 from torpor._errors import ConfigError, TorporError
 from torpor._logging import bind
 from torpor._proto.v1 import agent_pb2, agent_pb2_grpc
+from torpor.coordinator import _outbox
 from torpor.coordinator import _reports as reports
 from torpor.coordinator._auth import KeyChecker, StreamGuard
 from torpor.coordinator._config import CoordinatorConfig
@@ -51,6 +52,7 @@ class Session:
         self.id = uuid.uuid4().hex
         self.outq: queue.Queue[object] = queue.Queue()
         self.closed = threading.Event()
+        self.sent_cmds: set[int] = set()  # outbox commands sent on this stream and not yet acknowledged
 
     def send(self, msg: agent_pb2.CoordinatorMessage) -> bool:
         if self.closed.is_set():
@@ -95,6 +97,11 @@ class Sessions:
         with self._lock:
             session = self._by_name.get(name)
         return session.send(msg) if session is not None else False
+
+    def sent_cmds(self, name: str) -> set[int] | None:
+        with self._lock:
+            session = self._by_name.get(name)
+        return session.sent_cmds if session is not None else None
 
     def close_all(self) -> None:
         with self._lock:
@@ -198,6 +205,10 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
                                 cfg.max_host_failures)
         if kind == "child_trigger":
             return [self._child_trigger(session.name, msg.child_trigger)]
+        if kind == "command_ack":
+            ids = list(msg.command_ack.cmd_ids)
+            session.sent_cmds.difference_update(ids)
+            return self._db.run(_outbox.acknowledged, session.name, ids)
         if kind not in _REPORTS:
             raise ConfigError("Register may only be the first message of a stream" if kind == "register"
                               else f"unknown agent message {kind!r}")

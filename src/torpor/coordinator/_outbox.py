@@ -1,16 +1,19 @@
-"""Commands to agents, committed with the state change that caused them.
+"""Commands to agents, committed with the state change that caused them, delivered at least once.
 
 ``enqueue`` inserts the command in the caller's transaction and notifies;
-whichever coordinator holds that agent's stream drains its rows, in order, onto
-the stream. A command for an agent that never comes back is dropped when its
-lease is declared lost.
+whichever coordinator holds that agent's stream sends its rows, in order, onto
+the stream, each with its row id as ``cmd_id``. A row stays until the agent's
+CommandAck names it: a command in flight when a stream or a coordinator went
+away is sent again on the agent's next stream, and the agent applies each id
+once. A command for an agent that never comes back is dropped when its lease
+is declared lost.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 from torpor._proto.v1 import agent_pb2
 from torpor.coordinator._db import Cursor, Database
@@ -32,18 +35,26 @@ def kill(cur: Cursor, agent: str | None, run_id: str, generation: int, reason: s
             kill=agent_pb2.KillRun(run=agent_pb2.RunRef(run_id=run_id, generation=generation), reason=reason)))
 
 
-def _take(cur: Cursor, agent: str) -> list[bytes]:
-    cur.execute("DELETE FROM agent_commands WHERE agent = %s RETURNING id, payload", (agent,))
-    return [bytes(r["payload"]) for r in sorted(cur.fetchall(), key=lambda r: r["id"])]
+def _pending(cur: Cursor, agent: str) -> list[tuple[int, bytes]]:
+    cur.execute("SELECT id, payload FROM agent_commands WHERE agent = %s ORDER BY id", (agent,))
+    return [(r["id"], bytes(r["payload"])) for r in cur.fetchall()]
+
+
+def acknowledged(cur: Cursor, agent: str, cmd_ids: list[int]) -> list[Any]:
+    """The agent has taken these commands: they leave the outbox."""
+    cur.execute("DELETE FROM agent_commands WHERE agent = %s AND id = ANY(%s)", (agent, list(cmd_ids)))
+    return []
 
 
 class Deliverer:
     """A thread that drains the outbox of agents connected here, when told to."""
 
-    def __init__(self, db: Database, is_local: Callable[[str], bool], send: Callable[[str, agent_pb2.CoordinatorMessage], bool]) -> None:
+    def __init__(self, db: Database, is_local: Callable[[str], bool], send: Callable[[str, agent_pb2.CoordinatorMessage], bool],
+                 sent_ids: Callable[[str], set[int] | None] = lambda name: None) -> None:
         self._db = db
         self._is_local = is_local
         self._send = send
+        self._sent_ids = sent_ids  # the ids already sent on the agent's current stream
         self._pending: set[str] = set()
         self._cv = threading.Condition()
         self._stopped = False
@@ -80,10 +91,16 @@ class Deliverer:
                     log.exception("delivering commands to agent %s failed", agent)
 
     def _drain(self, agent: str) -> None:
-        if not self._is_local(agent):
+        sent = self._sent_ids(agent)
+        if not self._is_local(agent) or sent is None:
             return
-        for payload in self._db.run(_take, agent):
+        for cmd_id, payload in self._db.run(_pending, agent):
+            if cmd_id in sent:
+                continue  # on this stream already; it stays in the outbox until acknowledged
             msg = agent_pb2.CoordinatorMessage()
             msg.ParseFromString(payload)
+            msg.cmd_id = cmd_id
             if not self._send(agent, msg):
-                log.warning("agent %s went away with commands undelivered; its lease decides what happens", agent)
+                log.info("agent %s went away with commands unacknowledged; they go again on its next stream", agent)
+                return
+            sent.add(cmd_id)

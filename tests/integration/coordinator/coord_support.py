@@ -123,7 +123,8 @@ def suspend_on(agent: "FakeAgent", run_id: str, wait_id: str, **kind: Any) -> No
 class FakeAgent:
     def __init__(self, address: str, name: str, *, slots: int = 4, token: str = JOIN_TOKEN, auto_start: bool = True,
                  heartbeat: bool = True, holding: list[tuple[str, int]] | None = None,
-                 auto_exit: float | None = None, tracker: "Tracker | None" = None, incarnation: str = "") -> None:
+                 auto_exit: float | None = None, tracker: "Tracker | None" = None, incarnation: str = "",
+                 ack_commands: bool = True) -> None:
         self.address = address
         self.name = name
         self.slots = slots
@@ -139,6 +140,7 @@ class FakeAgent:
         self._channel = grpc.insecure_channel(address)
         self.auto_exit = auto_exit
         self.incarnation = incarnation
+        self.ack_commands = ack_commands
         self.tracker = tracker
         self.registered = threading.Event()
         self.error: grpc.RpcError | None = None
@@ -166,6 +168,8 @@ class FakeAgent:
         try:
             for msg in self._call:
                 kind = msg.WhichOneof("msg")
+                if msg.cmd_id and self.ack_commands:  # as the real agent: acknowledge outbox commands on arrival
+                    self.send(command_ack=agent_pb2.CommandAck(cmd_ids=[msg.cmd_id]))
                 if kind == "registered":
                     self.registered.set()
                     continue

@@ -90,3 +90,12 @@ def test_create_token_returns_only_once_the_coordinator_has_the_token():
     slot.send_confirmed = lambda msg, timeout: False  # the coordinator never committed it
     refused = slot.handle(rt.RuntimeRequest(create_token=rt.RuntimeCreateToken()))
     assert "did not record token" in refused.error and not refused.HasField("token")
+
+
+def test_a_command_sent_again_is_acknowledged_again_and_taken_once():
+    box = Outbox()
+    assert box.take_command(7) is True
+    assert box.take_command(7) is False  # the same command after a reconnect
+    assert box.take_command(8) is True
+    acks = [m.command_ack.cmd_ids[0] for m in _take(_stream(box, threading.Event()), 4)[1:]]
+    assert acks == [7, 7, 8] and box.unacked() == []  # acknowledgements are not reports themselves

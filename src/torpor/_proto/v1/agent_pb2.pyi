@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AgentMessage(_message.Message):
-    __slots__ = ("register", "heartbeat", "run_started", "run_exited", "checkpoint_recorded", "log", "wait_requested", "child_trigger", "metadata", "command_failed", "run_resumed", "token_registered", "seq")
+    __slots__ = ("register", "heartbeat", "run_started", "run_exited", "checkpoint_recorded", "log", "wait_requested", "child_trigger", "metadata", "command_failed", "run_resumed", "token_registered", "command_ack", "seq")
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     RUN_STARTED_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,7 @@ class AgentMessage(_message.Message):
     COMMAND_FAILED_FIELD_NUMBER: _ClassVar[int]
     RUN_RESUMED_FIELD_NUMBER: _ClassVar[int]
     TOKEN_REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_ACK_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     register: Register
     heartbeat: Heartbeat
@@ -34,8 +35,9 @@ class AgentMessage(_message.Message):
     command_failed: CommandFailed
     run_resumed: RunResumed
     token_registered: TokenRegistered
+    command_ack: CommandAck
     seq: int
-    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., run_started: _Optional[_Union[RunStarted, _Mapping]] = ..., run_exited: _Optional[_Union[RunExited, _Mapping]] = ..., checkpoint_recorded: _Optional[_Union[CheckpointRecorded, _Mapping]] = ..., log: _Optional[_Union[LogData, _Mapping]] = ..., wait_requested: _Optional[_Union[WaitRequested, _Mapping]] = ..., child_trigger: _Optional[_Union[ChildTrigger, _Mapping]] = ..., metadata: _Optional[_Union[MetadataUpdate, _Mapping]] = ..., command_failed: _Optional[_Union[CommandFailed, _Mapping]] = ..., run_resumed: _Optional[_Union[RunResumed, _Mapping]] = ..., token_registered: _Optional[_Union[TokenRegistered, _Mapping]] = ..., seq: _Optional[int] = ...) -> None: ...
+    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., run_started: _Optional[_Union[RunStarted, _Mapping]] = ..., run_exited: _Optional[_Union[RunExited, _Mapping]] = ..., checkpoint_recorded: _Optional[_Union[CheckpointRecorded, _Mapping]] = ..., log: _Optional[_Union[LogData, _Mapping]] = ..., wait_requested: _Optional[_Union[WaitRequested, _Mapping]] = ..., child_trigger: _Optional[_Union[ChildTrigger, _Mapping]] = ..., metadata: _Optional[_Union[MetadataUpdate, _Mapping]] = ..., command_failed: _Optional[_Union[CommandFailed, _Mapping]] = ..., run_resumed: _Optional[_Union[RunResumed, _Mapping]] = ..., token_registered: _Optional[_Union[TokenRegistered, _Mapping]] = ..., command_ack: _Optional[_Union[CommandAck, _Mapping]] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class Register(_message.Message):
     __slots__ = ("name", "facts", "slots", "labels", "holding", "incarnation")
@@ -225,7 +227,7 @@ class CommandFailed(_message.Message):
     def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., command: _Optional[str] = ..., error: _Optional[str] = ..., request_id: _Optional[str] = ..., bad_checkpoint_id: _Optional[str] = ...) -> None: ...
 
 class CoordinatorMessage(_message.Message):
-    __slots__ = ("registered", "start", "restore", "checkpoint", "kill", "wait_resolved", "child_triggered", "suspend", "ack")
+    __slots__ = ("registered", "start", "restore", "checkpoint", "kill", "wait_resolved", "child_triggered", "suspend", "ack", "cmd_id")
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     RESTORE_FIELD_NUMBER: _ClassVar[int]
@@ -235,6 +237,7 @@ class CoordinatorMessage(_message.Message):
     CHILD_TRIGGERED_FIELD_NUMBER: _ClassVar[int]
     SUSPEND_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
+    CMD_ID_FIELD_NUMBER: _ClassVar[int]
     registered: Registered
     start: StartRun
     restore: RestoreRun
@@ -244,7 +247,14 @@ class CoordinatorMessage(_message.Message):
     child_triggered: ChildTriggered
     suspend: SuspendRun
     ack: ReportAck
-    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., start: _Optional[_Union[StartRun, _Mapping]] = ..., restore: _Optional[_Union[RestoreRun, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointCommand, _Mapping]] = ..., kill: _Optional[_Union[KillRun, _Mapping]] = ..., wait_resolved: _Optional[_Union[WaitResolved, _Mapping]] = ..., child_triggered: _Optional[_Union[ChildTriggered, _Mapping]] = ..., suspend: _Optional[_Union[SuspendRun, _Mapping]] = ..., ack: _Optional[_Union[ReportAck, _Mapping]] = ...) -> None: ...
+    cmd_id: int
+    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., start: _Optional[_Union[StartRun, _Mapping]] = ..., restore: _Optional[_Union[RestoreRun, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointCommand, _Mapping]] = ..., kill: _Optional[_Union[KillRun, _Mapping]] = ..., wait_resolved: _Optional[_Union[WaitResolved, _Mapping]] = ..., child_triggered: _Optional[_Union[ChildTriggered, _Mapping]] = ..., suspend: _Optional[_Union[SuspendRun, _Mapping]] = ..., ack: _Optional[_Union[ReportAck, _Mapping]] = ..., cmd_id: _Optional[int] = ...) -> None: ...
+
+class CommandAck(_message.Message):
+    __slots__ = ("cmd_ids",)
+    CMD_IDS_FIELD_NUMBER: _ClassVar[int]
+    cmd_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, cmd_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ReportAck(_message.Message):
     __slots__ = ("seq",)
