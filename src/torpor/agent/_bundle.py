@@ -18,7 +18,6 @@ import hashlib
 import io
 import math
 import os
-import shutil
 import stat
 import tarfile
 import tempfile
@@ -30,7 +29,8 @@ import pathspec
 import zstandard
 
 from torpor._errors import ConfigError, IntegrityError, NotFoundError
-from torpor.agent._hygiene import touch_bundle
+from torpor.agent._hygiene import remove_tree, touch_bundle
+from torpor.sdk._project import MANIFEST, MB, exclude_patterns
 from torpor.store import Store
 
 VERSION_LEN = 20
@@ -38,7 +38,6 @@ MAX_BUNDLE_BYTES = 256 << 20
 """Absolute ceiling on a bundle's packaged files; fetch and the coordinator rely on it."""
 DEFAULT_LIMIT_BYTES = 50 << 20
 """The limit when torpor.toml sets no ``max_bundle_mb``."""
-MB = 1 << 20
 # Never packaged, wherever they appear, whatever a .gitignore says.
 _SKIP_NAMES = frozenset({".torpor", ".venv", "venv", ".git", ".hg", "__pycache__", ".mypy_cache", ".pytest_cache",
                          ".ruff_cache", "node_modules"})
@@ -66,16 +65,13 @@ def _mb(n: int) -> str:
     return f"{n / MB:.1f} MB"
 
 
-def _spec(lines: Iterable[str], where: str, *, strict: bool) -> pathspec.GitIgnoreSpec | None:
-    """Compile gitignore lines. Git skips a line it cannot parse; ``strict`` (torpor.toml) refuses it instead."""
+def _spec(lines: Iterable[str]) -> pathspec.GitIgnoreSpec | None:
+    """Compile gitignore lines, skipping any it cannot parse, as git does."""
     good = []
     for line in lines:
         try:
             pathspec.GitIgnoreSpec.from_lines([line])
-        except ValueError as exc:
-            if strict:
-                raise ConfigError(f"{where}: {line!r} is not a valid gitignore pattern ({exc}); "
-                                  f"write e.g. exclude = [\"data/\", \"*.csv\"]") from None
+        except ValueError:
             continue
         good.append(line)
     spec = pathspec.GitIgnoreSpec.from_lines(good)
@@ -91,7 +87,7 @@ def _read_gitignore(path: str) -> pathspec.GitIgnoreSpec | None:
         return None
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            return _spec(f.read().splitlines(), path, strict=False)
+            return _spec(f.read().splitlines())
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
 
@@ -120,7 +116,8 @@ def select_files(project_dir: Path, *, exclude: Sequence[str] = ()) -> list[Bund
     """
     if not project_dir.is_dir():
         raise ConfigError(f"{project_dir} is not a directory: give the project directory that holds torpor.toml")
-    extra = _spec(exclude, f"{project_dir / 'torpor.toml'}: exclude", strict=True)
+    # torpor.toml's patterns are refused, not skipped, when malformed: the same check as load_project's.
+    extra = _spec(exclude_patterns(project_dir / MANIFEST, list(exclude)))
     out: list[BundleFile] = []
     # Depth first, each directory's files (by name) before its subdirectories (by name): the order os.walk gave
     # before, so unchanged projects keep their versions.
@@ -275,13 +272,8 @@ def fetch(store: Store, version: str, cache_dir: Path) -> Path:
         except OSError:
             if not target.is_dir():  # another fetch may have won the race
                 raise
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
     except BaseException:
-        if tmp.exists():
-            os.chmod(tmp, 0o755)
-            for dirpath, dirnames, _ in os.walk(tmp):
-                for d in dirnames:
-                    os.chmod(os.path.join(dirpath, d), 0o755)
-            shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
         raise
     return target

@@ -23,7 +23,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def _rmtree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     """Remove ``path`` even where it was made read-only (bundles are 0555/0444)."""
     if path.is_dir() and not path.is_symlink():
         for dirpath, _, _ in os.walk(path):
@@ -47,7 +47,7 @@ def reap_scratch(state: Path, images: Path, runtime_current: Path) -> list[Path]
     for p in candidates:
         if p == runtime_current:
             continue
-        _rmtree(p)
+        remove_tree(p)
         removed.append(p)
     if removed:
         log.info("removed %d leftover(s) of an earlier agent process: %s", len(removed),
@@ -89,7 +89,7 @@ def gc_bundles(bundles: Path, in_use: set[str], max_age: float, now: float | Non
         except FileNotFoundError:
             continue
         if age > max_age:
-            _rmtree(p)
+            remove_tree(p)
             removed.append(p.name)
     if removed:
         log.info("removed %d bundle(s) unused for %.0fs: %s", len(removed), max_age, ", ".join(removed))

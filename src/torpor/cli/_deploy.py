@@ -77,8 +77,9 @@ def _print_dry_run(project: str, files: Sequence[BundleFile], total: int, limit:
         click.echo(json.dumps({"project": project, "files": [{"path": f.path, "size": f.size} for f in files],
                                "total_bytes": total, "file_count": len(files)}, indent=2))
         return
+    from torpor.sdk._project import MB
+
     width = max((len(f"{f.size:,}") for f in files), default=1)
     for f in files:
         click.echo(f"{f.size:>{width},}  {f.path}")
-    mb = 1 << 20
-    click.echo(f"{len(files)} file(s), {total:,} bytes ({total / mb:.1f} MB of the {limit / mb:g} MB limit)")
+    click.echo(f"{len(files)} file(s), {total:,} bytes ({total / MB:.1f} MB of the {limit / MB:g} MB limit)")

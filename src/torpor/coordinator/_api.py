@@ -321,7 +321,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         with self._hub.watch("run:" + req.run_id) as changed:
             last: bytes | None = None
             while context.is_active():
-                _end_if_revoked(guard, context)
+                _end_if_revoked(guard)
                 run = self._db.run(_get_full, req.run_id)
                 data = run.SerializeToString(deterministic=True)
                 if data != last:
@@ -337,7 +337,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         with self._hub.watch("log:" + req.run_id) as logged, self._hub.watch("run:" + req.run_id) as changed:
             after = 0
             while context.is_active():
-                _end_if_revoked(guard, context)
+                _end_if_revoked(guard)
                 rows, status = self._db.run(_logs_after, req.run_id, after)
                 for r in rows:
                     after = r["id"]
@@ -357,7 +357,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         return self._db.run(_list_agents)
 
 
-def _end_if_revoked(guard: StreamGuard, context: grpc.ServicerContext) -> None:
+def _end_if_revoked(guard: StreamGuard) -> None:
     if guard.revoked():
         raise TorporError("the API key of this stream was revoked", code=ErrorCode.UNAUTHENTICATED)
 

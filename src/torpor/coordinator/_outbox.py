@@ -35,8 +35,10 @@ def kill(cur: Cursor, agent: str | None, run_id: str, generation: int, reason: s
             kill=agent_pb2.KillRun(run=agent_pb2.RunRef(run_id=run_id, generation=generation), reason=reason)))
 
 
-def _pending(cur: Cursor, agent: str) -> list[tuple[int, bytes]]:
-    cur.execute("SELECT id, payload FROM agent_commands WHERE agent = %s ORDER BY id", (agent,))
+def _pending(cur: Cursor, agent: str, sent: list[int]) -> list[tuple[int, bytes]]:
+    """The agent's commands not yet sent on its current stream, in order."""
+    cur.execute("SELECT id, payload FROM agent_commands WHERE agent = %s AND NOT (id = ANY(%s)) ORDER BY id",
+                (agent, sent))
     return [(r["id"], bytes(r["payload"])) for r in cur.fetchall()]
 
 
@@ -50,11 +52,11 @@ class Deliverer:
     """A thread that drains the outbox of agents connected here, when told to."""
 
     def __init__(self, db: Database, is_local: Callable[[str], bool], send: Callable[[str, agent_pb2.CoordinatorMessage], bool],
-                 sent_ids: Callable[[str], set[int] | None] = lambda name: None) -> None:
+                 sent_ids: Callable[[str], set[int] | None]) -> None:
         self._db = db
         self._is_local = is_local
         self._send = send
-        self._sent_ids = sent_ids  # the ids already sent on the agent's current stream
+        self._sent_ids = sent_ids  # the ids sent on the agent's stream here; None when its stream is elsewhere
         self._pending: set[str] = set()
         self._cv = threading.Condition()
         self._stopped = False
@@ -92,11 +94,10 @@ class Deliverer:
 
     def _drain(self, agent: str) -> None:
         sent = self._sent_ids(agent)
-        if not self._is_local(agent) or sent is None:
+        if sent is None:
             return
-        for cmd_id, payload in self._db.run(_pending, agent):
-            if cmd_id in sent:
-                continue  # on this stream already; it stays in the outbox until acknowledged
+        # Sent ones stay in the outbox until acknowledged, but go on this stream only once.
+        for cmd_id, payload in self._db.run(_pending, agent, list(sent)):
             msg = agent_pb2.CoordinatorMessage()
             msg.ParseFromString(payload)
             msg.cmd_id = cmd_id

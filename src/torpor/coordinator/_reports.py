@@ -209,6 +209,7 @@ def checkpoint_recorded(cur: Cursor, agent: str, m: agent_pb2.CheckpointRecorded
     c = m.checkpoint
     if not c.id or not c.location:
         raise ConfigError("a recorded checkpoint needs an id and a location")
+    kind = common_pb2.CheckpointKind.Name(c.kind) if c.kind else "PERIODIC"
     run = _current(cur, agent, m.run)
     if run is None:
         # A stale copy's snapshot is in the store all the same: record it released, so the janitor deletes it.
@@ -216,11 +217,9 @@ def checkpoint_recorded(cur: Cursor, agent: str, m: agent_pb2.CheckpointRecorded
             "INSERT INTO checkpoints (run_id, id, kind, size_bytes, raw_bytes, duration_ms, agent, location, generation,"
             " attempt, released_at) SELECT id, %s, %s, %s, %s, %s, %s, %s, %s, attempt, now() FROM runs WHERE id = %s"
             " ON CONFLICT (run_id, id) DO NOTHING",
-            (c.id, common_pb2.CheckpointKind.Name(c.kind) if c.kind else "PERIODIC", c.size_bytes, c.raw_bytes,
-             c.duration_ms, agent, c.location, m.run.generation, m.run.run_id),
+            (c.id, kind, c.size_bytes, c.raw_bytes, c.duration_ms, agent, c.location, m.run.generation, m.run.run_id),
         )
         return [kill_message(m.run.run_id, m.run.generation, "stale_generation")]
-    kind = common_pb2.CheckpointKind.Name(c.kind) if c.kind else "PERIODIC"
     # A dump that finishes after the run ended (canceled, timed out mid-dump) is recorded released: the
     # janitor deletes it from the store, as it did the run's other checkpoints.
     finished = run["status"] in TERMINAL

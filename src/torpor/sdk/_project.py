@@ -56,11 +56,12 @@ def load_project(root: Path) -> Project:
     unknown = sorted(set(data) - set(_KNOWN))
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(_KNOWN)})")
-    return Project(root=root, name=name, modules=tuple(modules), exclude=_exclude(path, data.get("exclude", [])),
+    return Project(root=root, name=name, modules=tuple(modules), exclude=exclude_patterns(path, data.get("exclude", [])),
                    max_bundle_bytes=_max_bundle_bytes(path, data.get("max_bundle_mb", DEFAULT_MAX_BUNDLE_MB)))
 
 
-def _exclude(path: Path, value: Any) -> tuple[str, ...]:
+def exclude_patterns(path: Path, value: Any) -> tuple[str, ...]:
+    """torpor.toml's ``exclude``, checked: a list of valid gitignore patterns that each match something."""
     example = 'e.g. exclude = ["data/", "*.csv"]'
     if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
         raise ConfigError(f"{path}: 'exclude' must be a list of gitignore patterns, {example} (got {value!r})")
