@@ -121,6 +121,9 @@ class ContainerManager:
         self.images.mkdir(parents=True, exist_ok=True)
         os.chmod(self.images, 0o711)
         self.runtime_dir = prepare_runtime_dir(self.state / "runtime")
+        # Every container of this agent lives under one cgroup, which lease fencing freezes as a whole
+        # (agent/_fence.py); the key tells apart the agents of one host (each has its own state directory).
+        self.cgroup_parent = "torpor/" + hashlib.sha256(str(self.state.resolve()).encode()).hexdigest()[:12]
         self.criu_config = self.state / "criu" / "torpor.conf"
         self.criu_config.write_text("".join(f"{opt}\n" for opt in CRIU_OPTIONS))
 
@@ -159,6 +162,7 @@ class ContainerManager:
             env={"TORPOR_RUN_ID": run_id, **(env or {})},
             ro_binds=self.config.extra_ro_binds,
             limits=limits,
+            cgroups_path=f"/{self.cgroup_parent}/{container_id}",
         )
 
     # -- log pipes -------------------------------------------------------------

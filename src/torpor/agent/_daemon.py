@@ -28,6 +28,8 @@ from torpor._proto.v1 import agent_pb2_grpc as ag
 from torpor._proto.v1 import common_pb2 as cm
 from torpor.agent import _bundle, _hygiene
 from torpor.agent._containers import AgentConfig, ContainerManager
+from torpor.agent._fence import Fence, Freezer
+from torpor.agent._fence import now as fence_clock
 from torpor.agent._oci import Limits
 from torpor.agent._outbox import Outbox
 from torpor.agent._runc import Runc
@@ -75,7 +77,12 @@ class Agent:
         self.connected = threading.Event()
         self.heartbeat_seconds = 2.0
         self._call: grpc.Future | None = None  # type: ignore[type-arg]
+        self._register_sent = 0.0
+        self.fence = Fence(self.mgr.state, Freezer(self.mgr.cgroup_parent))
+        self.fence.stop_old_guard()
         self.reap_orphans()
+        self.fence.start()
+        threading.Thread(target=self._watch_lease, daemon=True, name="lease-fence").start()
 
     def reap_orphans(self) -> list[str]:
         """Kill the containers an earlier instance of this agent left behind.
@@ -87,9 +94,15 @@ class Agent:
         two live copies.
         """
         reaped = []
-        for st in self.mgr.runc.list():
+        leftovers = self.mgr.runc.list()
+        for st in leftovers:
             log.warning("killing container %s left by an earlier agent process; the coordinator restores its run "
                         "from the latest checkpoint", st.id)
+            # Frozen by the old guard, perhaps: the SIGKILL waits, and takes effect at the thaw before any of the
+            # container's own code runs again.
+            self.mgr.runc.kill(st.id, "KILL", every_process=True)
+        self.fence.freezer.thaw()
+        for st in leftovers:
             self.mgr.runc.delete(st.id)
             reaped.append(st.id)
         for sub in ("containers", "sockets"):
@@ -133,12 +146,37 @@ class Agent:
 
     def _requests(self):  # type: ignore[no-untyped-def]
         return self.outbox.stream(
-            register=lambda: ap.AgentMessage(register=ap.Register(
-                name=self.config.name, facts=self.facts(), slots=self.config.slots, labels=self.config.labels,
-                holding=self.holding(), incarnation=self.outbox.incarnation)),
+            register=self._register,
             heartbeat=lambda: ap.AgentMessage(heartbeat=ap.Heartbeat(slots_used=len(self.runs), facts=self.facts(),
-                                                                     holding=self.holding())),
+                                                                     holding=self.holding(),
+                                                                     number=self.fence.next_heartbeat())),
             period=lambda: self.heartbeat_seconds, stopped=self.stopped)
+
+    def _register(self) -> ap.AgentMessage:
+        self._register_sent = fence_clock()  # its Registered renews the lease from this moment
+        return ap.AgentMessage(register=ap.Register(
+            name=self.config.name, facts=self.facts(), slots=self.config.slots, labels=self.config.labels,
+            holding=self.holding(), incarnation=self.outbox.incarnation))
+
+    # -- lease fencing (agent/_fence.py) ------------------------------------------------
+
+    def _watch_lease(self) -> None:
+        while not self.stopped.wait(0.2):
+            try:
+                self.fence.check()
+            except Exception:
+                log.exception("lease check failed")
+
+    def _kill_stale(self, refs: list[ap.RunRef]) -> None:
+        """SIGKILL every process of these runs' containers here (before a thaw: they never run again)."""
+        for ref in refs:
+            slot = self._slot(ref, "stale")
+            if slot is None:
+                continue
+            with slot.lock:
+                slot.stopping = slot.stopping or "stale_generation"
+            if slot.container is not None and slot.container.running:
+                self.mgr.runc.kill(slot.container.id, "KILL", every_process=True)
 
     # -- the connection loop ------------------------------------------------------
 
@@ -187,6 +225,7 @@ class Agent:
             slots = list(self.runs.values())
         for slot in slots:
             self._kill(slot, "agent_shutdown")
+        self.fence.freezer.thaw()  # frozen for want of a lease: each dies of its SIGKILL before running again
         deadline = time.monotonic() + wait
         for slot in slots:
             c = slot.container
@@ -196,18 +235,28 @@ class Agent:
                 except Exception:  # noqa: BLE001 - best effort on the way out
                     c.proc.kill()
                 self.mgr._cleanup(c.id, c.bundle, c.socket_dir)
+        if not self.fence.freezer.has_processes():
+            self.fence.stop_guard()
+            self.fence.freezer.remove()
 
     # -- commands -------------------------------------------------------------------
 
     def _dispatch(self, msg: ap.CoordinatorMessage) -> None:
         kind = msg.WhichOneof("msg")
         if kind == "registered":
-            self.heartbeat_seconds = msg.registered.heartbeat_seconds or self.heartbeat_seconds
+            r = msg.registered
+            self.heartbeat_seconds = r.heartbeat_seconds or self.heartbeat_seconds
+            self.fence.fence_seconds = r.fence_seconds or 0.8 * (r.lease_seconds or 15.0)
+            self.fence.renewed(self._register_sent, lambda: self._kill_stale(list(r.stale)))
             self.connected.set()
             log.info("registered with %s as %s", self.config.coordinator, self.config.name)
             return
         if kind == "ack":
             self.outbox.acked(msg.ack.seq)
+            return
+        if kind == "heartbeat_ack":
+            ack = msg.heartbeat_ack
+            self.fence.heartbeat_confirmed(ack.number, lambda: self._kill_stale(list(ack.stale)))
             return
         if kind == "child_triggered":
             slot = self.runs.get(msg.child_triggered.run.run_id)

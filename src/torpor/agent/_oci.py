@@ -77,6 +77,8 @@ class ContainerSpec:
     """Group the task runs as inside its user namespace."""
     hostname: str = "torpor"
     """Host name seen inside the container."""
+    cgroups_path: str | None = None
+    """The container's cgroup (``/torpor/<agent key>/<container id>``): under its agent's, which fencing freezes."""
 
 
 def _mount(dest: str, source: str, fstype: str, options: list[str]) -> dict[str, object]:
@@ -172,6 +174,7 @@ def make_config(spec: ContainerSpec, *, criu_config: Path | None = None) -> dict
         "mounts": mounts,
         "annotations": annotations,
         "linux": {
+            **({"cgroupsPath": spec.cgroups_path} if spec.cgroups_path else {}),
             "resources": resources,
             # No network namespace: the task shares the host's network, so
             # outbound connections work without a bridge/NAT set-up. See

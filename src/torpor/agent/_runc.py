@@ -135,8 +135,9 @@ class Runc:
             if proc.returncode != 0:
                 raise ContainerError(f"runc resume {container_id} failed: {proc.stderr.strip()}")
 
-    def kill(self, container_id: str, signal: str = "KILL") -> None:
-        proc = self._run("kill", container_id, signal)
+    def kill(self, container_id: str, signal: str = "KILL", *, every_process: bool = False) -> None:
+        """Signal the container's first process, or with ``every_process`` each of its processes."""
+        proc = self._run("kill", *(["--all"] if every_process else []), container_id, signal)
         if proc.returncode != 0 and "not running" not in proc.stderr and "does not exist" not in proc.stderr:
             raise ContainerError(f"runc kill {container_id} {signal} failed: {proc.stderr.strip()}")
 

@@ -79,8 +79,12 @@ def agent(coordinator: str, join_token: str | None, join_token_file: str | None,
           dump_timeout: float, python_bin: str, tls_ca: str | None, stop_runs_on_exit: bool) -> None:
     """Run the agent of this host: executes runs in containers, snapshots them with CRIU.
 
-    Needs root, runc and CRIU >= 4.2 (run `torpor doctor` first). Runs keep
-    running if the agent restarts; the coordinator fences any it gave away.
+    Needs root, runc and CRIU >= 4.2 (run `torpor doctor` first). Containers
+    run only while this agent holds its lease: when no renewal is confirmed in
+    time (partition, hung agent, coordinator or database down) a guard process
+    freezes them until one is. An agent that starts kills the containers an
+    earlier instance left; the coordinator restores those runs from their
+    latest checkpoint.
     """
     from torpor._errors import TorporError
     from torpor.agent import AgentConfig, Runc, find_criu

@@ -110,6 +110,17 @@ class Sessions:
             s.close()
 
 
+def fence_seconds(lease: float) -> float:
+    """How long an agent lets its containers run past the sending of its last confirmed renewal.
+
+    The coordinator may give a run away only ``lease`` after it recorded a
+    renewal, which is after the agent sent it; the fifth left over is the
+    margin for the guard to notice and for the freeze to take hold
+    (docs/coordinator.md, "Fencing").
+    """
+    return lease * 0.8
+
+
 class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
     def __init__(self, db: Database, config: CoordinatorConfig, coordinator_id: str, sessions: Sessions,
                  on_connect: Callable[[str], None], wake: Callable[[], None], checker: KeyChecker | None = None) -> None:
@@ -137,7 +148,8 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
         self._sessions.add(session)
         log.info("agent %s connected with %d slots", reg.name, reg.slots)
         yield agent_pb2.CoordinatorMessage(registered=agent_pb2.Registered(
-            lease_seconds=self._config.lease_seconds, heartbeat_seconds=self._config.heartbeat_seconds))
+            lease_seconds=self._config.lease_seconds, heartbeat_seconds=self._config.heartbeat_seconds,
+            fence_seconds=fence_seconds(self._config.lease_seconds), stale=reports.stale_refs(fence)))
         for msg in fence:
             yield msg
         reader = threading.Thread(target=self._read, args=(session, request_iterator), name=f"agent-{reg.name}", daemon=True)

@@ -143,7 +143,15 @@ def heartbeat(cur: Cursor, agent: str, session_id: str, hb: agent_pb2.Heartbeat,
         run = lock_run(cur, row["id"])
         if run is not None and run["agent"] == agent and run["status"] in ON_AGENT:
             life.host_failure(cur, run, f"agent {agent} no longer holds the run", max_failures=max_failures)
-    return replies
+    # Sent after commit: the agent may let its containers run for fence_seconds from this heartbeat's sending,
+    # once it has killed the stale ones (docs/coordinator.md, "Fencing").
+    return [*replies, agent_pb2.CoordinatorMessage(heartbeat_ack=agent_pb2.HeartbeatAck(
+        number=hb.number, stale=stale_refs(replies)))]
+
+
+def stale_refs(replies: Replies) -> list[agent_pb2.RunRef]:
+    """The runs that ``_fence`` answered with KillRun."""
+    return [m.kill.run for m in replies if m.WhichOneof("msg") == "kill"]
 
 
 def run_started(cur: Cursor, agent: str, m: agent_pb2.RunStarted) -> Replies:

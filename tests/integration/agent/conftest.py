@@ -13,6 +13,7 @@ import pytest
 from helpers import need, need_root
 from torpor._errors import ConfigError
 from torpor.agent import AgentConfig, ContainerManager, Runc, find_criu
+from torpor.agent._fence import Freezer
 from torpor.store import Store
 
 
@@ -64,6 +65,7 @@ class Agent:
                     c.proc.kill()
         for st in self.runc.list():
             self.runc.delete(st.id)
+        Freezer(self.mgr.cgroup_parent).remove()  # the agent's (now empty) cgroups
 
 
 @pytest.fixture

@@ -143,6 +143,7 @@ class FakeAgent:
         self.ack_commands = ack_commands
         self.tracker = tracker
         self.registered = threading.Event()
+        self.registered_message: agent_pb2.Registered | None = None
         self.error: grpc.RpcError | None = None
 
     # --- wire -------------------------------------------------------------
@@ -171,6 +172,7 @@ class FakeAgent:
                 if msg.cmd_id and self.ack_commands:  # as the real agent: acknowledge outbox commands on arrival
                     self.send(command_ack=agent_pb2.CommandAck(cmd_ids=[msg.cmd_id]))
                 if kind == "registered":
+                    self.registered_message = msg.registered
                     self.registered.set()
                     continue
                 if kind in ("start", "restore"):

@@ -71,14 +71,16 @@ class RunRef(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("slots_used", "facts", "holding")
+    __slots__ = ("slots_used", "facts", "holding", "number")
     SLOTS_USED_FIELD_NUMBER: _ClassVar[int]
     FACTS_FIELD_NUMBER: _ClassVar[int]
     HOLDING_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
     slots_used: int
     facts: _common_pb2.HostFacts
     holding: _containers.RepeatedCompositeFieldContainer[RunRef]
-    def __init__(self, slots_used: _Optional[int] = ..., facts: _Optional[_Union[_common_pb2.HostFacts, _Mapping]] = ..., holding: _Optional[_Iterable[_Union[RunRef, _Mapping]]] = ...) -> None: ...
+    number: int
+    def __init__(self, slots_used: _Optional[int] = ..., facts: _Optional[_Union[_common_pb2.HostFacts, _Mapping]] = ..., holding: _Optional[_Iterable[_Union[RunRef, _Mapping]]] = ..., number: _Optional[int] = ...) -> None: ...
 
 class RunStarted(_message.Message):
     __slots__ = ("run", "restored", "checkpoint_id", "restore_ms")
@@ -227,7 +229,7 @@ class CommandFailed(_message.Message):
     def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., command: _Optional[str] = ..., error: _Optional[str] = ..., request_id: _Optional[str] = ..., bad_checkpoint_id: _Optional[str] = ...) -> None: ...
 
 class CoordinatorMessage(_message.Message):
-    __slots__ = ("registered", "start", "restore", "checkpoint", "kill", "wait_resolved", "child_triggered", "suspend", "ack", "cmd_id")
+    __slots__ = ("registered", "start", "restore", "checkpoint", "kill", "wait_resolved", "child_triggered", "suspend", "ack", "heartbeat_ack", "cmd_id")
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     RESTORE_FIELD_NUMBER: _ClassVar[int]
@@ -237,6 +239,7 @@ class CoordinatorMessage(_message.Message):
     CHILD_TRIGGERED_FIELD_NUMBER: _ClassVar[int]
     SUSPEND_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_ACK_FIELD_NUMBER: _ClassVar[int]
     CMD_ID_FIELD_NUMBER: _ClassVar[int]
     registered: Registered
     start: StartRun
@@ -247,8 +250,9 @@ class CoordinatorMessage(_message.Message):
     child_triggered: ChildTriggered
     suspend: SuspendRun
     ack: ReportAck
+    heartbeat_ack: HeartbeatAck
     cmd_id: int
-    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., start: _Optional[_Union[StartRun, _Mapping]] = ..., restore: _Optional[_Union[RestoreRun, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointCommand, _Mapping]] = ..., kill: _Optional[_Union[KillRun, _Mapping]] = ..., wait_resolved: _Optional[_Union[WaitResolved, _Mapping]] = ..., child_triggered: _Optional[_Union[ChildTriggered, _Mapping]] = ..., suspend: _Optional[_Union[SuspendRun, _Mapping]] = ..., ack: _Optional[_Union[ReportAck, _Mapping]] = ..., cmd_id: _Optional[int] = ...) -> None: ...
+    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., start: _Optional[_Union[StartRun, _Mapping]] = ..., restore: _Optional[_Union[RestoreRun, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointCommand, _Mapping]] = ..., kill: _Optional[_Union[KillRun, _Mapping]] = ..., wait_resolved: _Optional[_Union[WaitResolved, _Mapping]] = ..., child_triggered: _Optional[_Union[ChildTriggered, _Mapping]] = ..., suspend: _Optional[_Union[SuspendRun, _Mapping]] = ..., ack: _Optional[_Union[ReportAck, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., cmd_id: _Optional[int] = ...) -> None: ...
 
 class CommandAck(_message.Message):
     __slots__ = ("cmd_ids",)
@@ -263,12 +267,24 @@ class ReportAck(_message.Message):
     def __init__(self, seq: _Optional[int] = ...) -> None: ...
 
 class Registered(_message.Message):
-    __slots__ = ("lease_seconds", "heartbeat_seconds")
+    __slots__ = ("lease_seconds", "heartbeat_seconds", "fence_seconds", "stale")
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FENCE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
     lease_seconds: float
     heartbeat_seconds: float
-    def __init__(self, lease_seconds: _Optional[float] = ..., heartbeat_seconds: _Optional[float] = ...) -> None: ...
+    fence_seconds: float
+    stale: _containers.RepeatedCompositeFieldContainer[RunRef]
+    def __init__(self, lease_seconds: _Optional[float] = ..., heartbeat_seconds: _Optional[float] = ..., fence_seconds: _Optional[float] = ..., stale: _Optional[_Iterable[_Union[RunRef, _Mapping]]] = ...) -> None: ...
+
+class HeartbeatAck(_message.Message):
+    __slots__ = ("number", "stale")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    stale: _containers.RepeatedCompositeFieldContainer[RunRef]
+    def __init__(self, number: _Optional[int] = ..., stale: _Optional[_Iterable[_Union[RunRef, _Mapping]]] = ...) -> None: ...
 
 class RunSpec(_message.Message):
     __slots__ = ("run", "task", "version", "bundle_location", "payload_json", "attempt", "settings", "started_at_unix")
