@@ -67,6 +67,12 @@ class CoordinatorConfig:
     """Host failures (lease lost, start/restore refused, kernel kill) one attempt survives before CRASHED."""
     keep_checkpoints: int = 3
     """Newest checkpoints kept per live attempt; older ones are released and the janitor deletes them."""
+    orphan_sweep_seconds: float = 600.0
+    """Period of the store sweeper, which deletes checkpoint folders no checkpoint row names (an upload
+    whose report never landed, a failed dump's log, a deleted run's snapshots); 0 turns it off."""
+    orphan_grace_seconds: float = 3600.0
+    """Age (of the newest object in it) before an unreferenced checkpoint folder may be swept; must be
+    longer than any snapshot upload plus the time its report takes to be recorded (see _sweeper)."""
     db_pool_size: int = 16
     """Most Postgres connections this coordinator holds."""
     grpc_workers: int = 64

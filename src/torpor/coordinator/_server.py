@@ -46,7 +46,8 @@ class Coordinator:
         self.hub = Hub(config.db_url, on_wake=self.scheduler.wake, on_command=self.deliverer.kick)
         self.timers = Timers(self.db, tick=config.tick_seconds, max_failures=config.max_host_failures, store=store,
                              kick_local=self._kick_local, janitor_every=config.janitor_seconds,
-                             lease=config.lease_seconds, heartbeat=config.heartbeat_seconds)
+                             lease=config.lease_seconds, heartbeat=config.heartbeat_seconds,
+                             orphan_sweep=config.orphan_sweep_seconds, orphan_grace=config.orphan_grace_seconds)
         self._server: grpc.Server | None = None
 
     def _kick_local(self) -> None:

@@ -4,7 +4,9 @@ Due retries (RETRY_WAIT → QUEUED), due waitpoints (time, token timeouts),
 expired agent leases (host lost), spent max_duration (TIMED_OUT), and now and
 then the janitor: expired idempotency keys, released snapshots in the store.
 Recovery only moves rows; starting anything is left to the scheduler, so a
-duplicate recovery is harmless.
+duplicate recovery is harmless. The store sweeper (orphaned snapshots, see
+_sweeper) runs on a thread of its own: listing a large bucket must not delay
+a lease or a retry.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import Any, Callable
 from torpor.coordinator import _lifecycle as life
 from torpor.coordinator._db import Cursor, Database
 from torpor.coordinator._states import ON_AGENT, RETRY_WAIT, lock_run, notify
+from torpor.coordinator._sweeper import Sweeper, folder_of
 from torpor.coordinator._waits import resolve_due
+from torpor.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +106,10 @@ def mark_deleted(cur: Cursor, run_id: str, checkpoint_id: str) -> None:
     cur.execute("UPDATE checkpoints SET deleted_at = now() WHERE run_id = %s AND id = %s", (run_id, checkpoint_id))
 
 
-def checkpoint_prefix(location: str) -> str:
-    """The store folder of a checkpoint, from the key of its manifest."""
-    return location.rsplit("/", 1)[0] + "/" if "/" in location else location
-
-
 class Timers:
     def __init__(self, db: Database, *, tick: float, max_failures: int, store: Any | None,
                  kick_local: Callable[[], None], janitor_every: float = 5.0, lease: float = 15.0,
-                 heartbeat: float = 5.0) -> None:
+                 heartbeat: float = 5.0, orphan_sweep: float = 600.0, orphan_grace: float = 3600.0) -> None:
         self._db = db
         self._tick = tick
         self._max_failures = max_failures
@@ -118,18 +117,38 @@ class Timers:
         # A gap this long between two ticks that reached the database means heartbeats may have gone unrecorded.
         self._outage = max(heartbeat, 4 * tick)
         self._last_ok: float | None = None  # monotonic end of the last tick that reached the database
+        self._healthy_since: float | None = None  # since when ticks have reached it without such a gap
         self._store = store
         self._kick_local = kick_local
         self._janitor_every = janitor_every
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="torpor-timers", daemon=True)
+        self.sweeper: Sweeper | None = None
+        if isinstance(store, Store) and orphan_sweep > 0:
+            self.sweeper = Sweeper(db, store, every=orphan_sweep, grace=orphan_grace, healthy_for=self.healthy_for)
+            if orphan_grace < 2 * lease:
+                log.warning("orphan_grace_seconds=%g is less than two leases (%g s): a snapshot whose report is "
+                            "still on its way may be swept, and its run would fall back to an older checkpoint",
+                            orphan_grace, 2 * lease)
 
     def start(self) -> None:
         self._thread.start()
+        if self.sweeper is not None:
+            self.sweeper.start()
 
     def stop(self) -> None:
         self._stopped.set()
+        if self.sweeper is not None:
+            self.sweeper.stop()
         self._thread.join(timeout=5)
+
+    def healthy_for(self) -> float | None:
+        """Seconds this coordinator's ticks have reached the database without an outage gap; None before the first."""
+        if self._healthy_since is None or self._last_ok is None:
+            return None
+        if time.monotonic() - self._last_ok > self._outage:
+            return None  # in a gap right now
+        return time.monotonic() - self._healthy_since
 
     def tick(self) -> None:
         self._db.run(retries_due)
@@ -137,7 +156,10 @@ class Timers:
             pass
         self._leases()
         self._db.run(deadlines_passed)
-        self._last_ok = time.monotonic()
+        now = time.monotonic()
+        if self._last_ok is None or now - self._last_ok > self._outage:
+            self._healthy_since = now
+        self._last_ok = now
 
     def _leases(self) -> None:
         """Expire lapsed leases, unless this coordinator has just started or just got the database back.
@@ -168,7 +190,7 @@ class Timers:
             return
         for row in self._db.run(released_checkpoints):
             try:
-                self._store.delete_prefix(checkpoint_prefix(row["location"]))
+                self._store.delete_prefix(folder_of(row["location"]))
             except Exception as exc:  # the store is down: try again next time
                 log.warning("could not delete released checkpoint %s of %s: %s", row["id"], row["run_id"], exc)
                 return

@@ -10,12 +10,22 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
 from torpor._errors import NotFoundError, StoreError
-from torpor.store._base import Progress, Reader, Store, Writer
+from torpor.store._base import (
+    FolderListing,
+    Progress,
+    Reader,
+    Store,
+    Writer,
+    folder_prefix,
+    group_folders,
+)
 from torpor.store._open import TEMP_SUFFIX, check_key
 
 log = logging.getLogger(__name__)
@@ -82,6 +92,74 @@ class FileStore(Store):
         except OSError as exc:
             raise StoreError(f"cannot list {start}: {exc.strerror}") from exc
         return sorted(keys)
+
+    def _walk(self, prefix: str):  # type: ignore[no-untyped-def]
+        """(relative name, lstat) of every file and directory below the deepest directory ``prefix`` names.
+
+        Names are filtered by string prefix, as ``list`` does; symlinked
+        directories are not followed.
+        """
+        check_key(prefix, prefix=True)
+        head = prefix.rpartition("/")[0]
+        start = self.root.joinpath(*head.split("/")) if head else self.root
+        pending = [(start, head + "/" if head else "")]
+        while pending:
+            directory, base = pending.pop()
+            try:
+                with os.scandir(directory) as it:
+                    entries = list(it)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # removed meanwhile, or never there
+            except OSError as exc:
+                raise StoreError(f"cannot list {directory}: {exc.strerror}") from exc
+            for entry in entries:
+                name = base + entry.name
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise StoreError(f"cannot stat {entry.path}: {exc.strerror}") from exc
+                if stat.S_ISDIR(st.st_mode):
+                    if (name + "/").startswith(prefix):
+                        pending.append((Path(entry.path), name + "/"))
+                        yield name + "/", st
+                elif name.startswith(prefix):
+                    yield name, st
+
+    def folders(self, prefix: str, *, depth: int) -> FolderListing:
+        listed_at = time.time()
+
+        def entries():  # type: ignore[no-untyped-def]
+            for name, st in self._walk(folder_prefix(prefix)):
+                if name.endswith("/"):
+                    # A directory's own time: a writer creating or renaming a file in it keeps it new.
+                    yield name, st.st_mtime, 0, None
+                elif stat.S_ISREG(st.st_mode):
+                    yield name, st.st_mtime, st.st_size, name.endswith(TEMP_SUFFIX)
+
+        return FolderListing(folders=group_folders(prefix, depth, entries()), listed_at=listed_at)
+
+    def discard_partial(self, prefix: str) -> int:
+        """Remove the temporary files of unfinished writes under ``prefix``, then its empty directories."""
+        found = list(self._walk(prefix))
+        removed = 0
+        for name, st in found:
+            if stat.S_ISREG(st.st_mode) and name.endswith(TEMP_SUFFIX):
+                path = self.root.joinpath(*name.split("/"))
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise StoreError(f"cannot remove the partial write {path}: {exc.strerror}") from exc
+                removed += 1
+        # Deepest first, so a directory is empty by the time its turn comes; the one the prefix names last.
+        head = prefix.rpartition("/")[0]
+        dirs = sorted((n.rstrip("/") for n, st in found if n.endswith("/")), key=lambda n: n.count("/"), reverse=True)
+        for name in [*dirs, head] if head else dirs:
+            self._prune(self.root.joinpath(*name.split("/")))
+        return removed
 
     def delete(self, key: str) -> None:
         path = self._path(key)

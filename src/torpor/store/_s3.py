@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import email.utils
 import logging
 import re
+import time
 import uuid
 from typing import Any, Callable, TypeVar
 
@@ -31,11 +33,21 @@ from botocore.exceptions import (
 )
 
 from torpor._errors import NotFoundError, StoreError, TorporError
-from torpor.store._base import Progress, Reader, Store, Writer
+from torpor.store._base import (
+    FolderListing,
+    Progress,
+    Reader,
+    Store,
+    Writer,
+    folder_prefix,
+    group_folders,
+)
 from torpor.store._open import S3Options, check_key
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_Entries = list[tuple[str, float, int, "bool | None"]]  # module level: S3Store has a method named list
+_Uploads = list[dict[str, Any]]
 
 _BODY_READ_ATTEMPTS = 3
 _MAX_PARTS = 10_000
@@ -166,10 +178,77 @@ class S3Store(Store):
             raise self._error(exc, f"listing {prefix!r}") from exc
         return sorted(keys)
 
+    def folders(self, prefix: str, *, depth: int) -> FolderListing:
+        """One pass over ListObjectsV2 (and the bucket's unfinished multipart uploads): no request per object.
+
+        Unfinished uploads are listed first: one that completes meanwhile is
+        then seen as an object with its new time, never missed between the two.
+        The listing's time is the Date of the first answer.
+        """
+        full = self.prefix + check_key(folder_prefix(prefix), prefix=True)
+        entries: _Entries = []
+        try:
+            listed_at, uploads = self._uploads(full)
+            entries.extend((u["Key"][len(self.prefix):], self._upload_time(u), 0, True) for u in uploads)
+            for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+                entries.extend((obj["Key"][len(self.prefix):], obj["LastModified"].timestamp(), int(obj["Size"]), False)
+                               for obj in page.get("Contents", ()))
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error(exc, f"listing the folders under {prefix!r}") from exc
+        return FolderListing(folders=group_folders(prefix, depth, entries), listed_at=listed_at)
+
+    def _uploads(self, full: str) -> tuple[float, _Uploads]:
+        """The server's time and the bucket's unfinished multipart uploads under ``full`` (the store's prefix included).
+
+        Filtered here rather than with ListMultipartUploads' Prefix, which MinIO
+        honours only for a whole object name.
+        """
+        server_time: float | None = None
+        uploads: _Uploads = []
+        for page in self._client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket):
+            if server_time is None:
+                server_time = _server_time(page)
+            uploads.extend(u for u in page.get("Uploads", ()) if u["Key"].startswith(full))
+        return (time.time() if server_time is None else server_time), uploads
+
+    def _upload_time(self, upload: dict[str, Any]) -> float:
+        """When an unfinished upload last moved: its newest part, or its start when it has none (or just ended)."""
+        newest = upload["Initiated"].timestamp()
+        try:
+            for page in self._client.get_paginator("list_parts").paginate(
+                    Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]):
+                for part in page.get("Parts", ()):
+                    newest = max(newest, part["LastModified"].timestamp())
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                raise
+        return newest
+
+    def discard_partial(self, prefix: str) -> int:
+        """Abort the unfinished multipart uploads under ``prefix``."""
+        full = self.prefix + check_key(prefix, prefix=True)
+        aborted = 0
+        try:
+            for upload in self._uploads(full)[1]:
+                try:
+                    self._client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                        UploadId=upload["UploadId"])
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                        raise
+                    continue
+                aborted += 1
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error(exc, f"aborting the unfinished uploads under {prefix!r}") from exc
+        return aborted
+
     def delete(self, key: str) -> None:
         self._call(f"deleting {key!r}", self._client.delete_object, Key=self._key(key))
 
-    def delete_prefix(self, prefix: str) -> int:
+    def delete_prefix(self, prefix: str, *, partial: bool = False) -> int:
+        if partial:
+            # First, so that an upload completing meanwhile is listed and deleted below.
+            self.discard_partial(prefix)
         keys = self.list(prefix)
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
             batch = [{"Key": self.prefix + k} for k in keys[start : start + 1000]]
@@ -470,6 +549,15 @@ class _S3Reader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _server_time(resp: dict[str, Any]) -> float:
+    """The server's clock from an answer's Date header (whole seconds, so never ahead); the local one without it."""
+    date = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return email.utils.parsedate_to_datetime(date).timestamp() if date else time.time()
+    except (TypeError, ValueError):
+        return time.time()
 
 
 def _total_size(resp: dict[str, Any]) -> int:
