@@ -38,18 +38,35 @@ _db_option = click.option("--db", "db_url", envvar="TORPOR_DB", required=True,
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), envvar="TORPOR_TLS_CERT", help="PEM certificate to serve TLS with.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), envvar="TORPOR_TLS_KEY", help="PEM key of --tls-cert.")
 @click.option("--no-auth", is_flag=True, help="Accept unauthenticated calls (local development only).")
-@click.option("--lease", "lease_seconds", type=float, default=15.0, show_default=True, help="Agent lease, seconds.")
-@click.option("--heartbeat", "heartbeat_seconds", type=float, default=5.0, show_default=True, help="Agent heartbeat period, seconds.")
-@click.option("--pool-size", type=int, default=16, show_default=True, help="Most Postgres connections.")
+@click.option("--lease", "lease_seconds", type=click.FloatRange(min=0.5), default=15.0, show_default=True,
+              envvar="TORPOR_LEASE",
+              help="Agent lease, seconds: a host silent this long is lost and its runs move; agents freeze their "
+                   "containers after 0.8 x this without a confirmed renewal (env TORPOR_LEASE).")
+@click.option("--heartbeat", "heartbeat_seconds", type=click.FloatRange(min=0.05), default=5.0, show_default=True,
+              envvar="TORPOR_HEARTBEAT", help="Agent heartbeat period, seconds (env TORPOR_HEARTBEAT).")
+@click.option("--pool-size", type=click.IntRange(min=2), default=16, show_default=True, envvar="TORPOR_POOL_SIZE",
+              help="Most Postgres connections (env TORPOR_POOL_SIZE).")
+@click.option("--orphan-sweep", "orphan_sweep_seconds", type=click.FloatRange(min=0), default=600.0,
+              show_default=True, envvar="TORPOR_ORPHAN_SWEEP",
+              help="Seconds between two sweeps of the store for snapshots no checkpoint names; 0: never "
+                   "(env TORPOR_ORPHAN_SWEEP).")
+@click.option("--orphan-grace", "orphan_grace_seconds", type=click.FloatRange(min=0), default=3600.0,
+              show_default=True, envvar="TORPOR_ORPHAN_GRACE",
+              help="Age a snapshot no checkpoint names must reach before the sweep deletes it; longer than any "
+                   "upload plus a lease (env TORPOR_ORPHAN_GRACE).")
 @click.option("--no-migrate", is_flag=True, help="Do not apply pending migrations at start.")
 def coordinator_cmd(db_url: str, listen: str, store_url: str | None, api_key_file: str | None, join_token_file: str | None,
                     tls_cert: str | None, tls_key: str | None, no_auth: bool, lease_seconds: float,
-                    heartbeat_seconds: float, pool_size: int, no_migrate: bool) -> None:
+                    heartbeat_seconds: float, pool_size: int, orphan_sweep_seconds: float,
+                    orphan_grace_seconds: float, no_migrate: bool) -> None:
     """Run a coordinator: the gRPC API and the agent channel, over Postgres."""
     from torpor.coordinator import Coordinator, CoordinatorConfig, TLSConfig
 
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
+    if heartbeat_seconds * 2 > lease_seconds:
+        raise click.UsageError(f"--heartbeat {heartbeat_seconds:g} is too long for --lease {lease_seconds:g}: "
+                               "an agent must be able to miss a heartbeat and keep its lease (heartbeat <= lease / 2)")
     store = None
     if store_url:
         from torpor.cli._s3 import s3_options_from_env
@@ -61,6 +78,7 @@ def coordinator_cmd(db_url: str, listen: str, store_url: str | None, api_key_fil
         join_tokens=_read_secrets(join_token_file),
         tls=TLSConfig(cert_file=tls_cert, key_file=tls_key) if tls_cert and tls_key else None,
         lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds, db_pool_size=pool_size,
+        orphan_sweep_seconds=orphan_sweep_seconds, orphan_grace_seconds=orphan_grace_seconds,
         migrate=not no_migrate,
     )
     coord = Coordinator(config, store=store)
