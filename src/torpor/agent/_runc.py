@@ -175,7 +175,11 @@ def wait_started(proc: subprocess.Popen[bytes], pid_file: Path, *, timeout: floa
             break
         time.sleep(0.005)
     if proc.poll() is None:
-        proc.kill()
+        # runc runs in a session of its own (spawn): end it with its CRIU, not runc alone.
+        try:
+            os.killpg(proc.pid, signal_module.SIGKILL)
+        except ProcessLookupError:
+            pass
         proc.wait()
         raise ContainerError(f"{what}: the container did not start within {timeout:.0f}s")
     detail = ""

@@ -81,3 +81,48 @@ def test_a_hung_dump_is_killed_at_its_deadline_and_the_container_thawed(make_age
     agent.mgr.config = dataclasses.replace(agent.mgr.config, dump_timeout=600.0)
     manifest = agent.mgr.checkpoint(c, checkpoint_id="ck-after", kind="periodic", leave_running=True)
     assert manifest.checkpoint_id == "ck-after"
+
+
+def test_a_hung_restore_is_killed_at_its_deadline_with_its_criu(make_agent, file_store, state_dir):
+    app = state_dir / "app"
+    app.mkdir()
+    shutil.copy(HERE / "counter_task.py", app / "counter_task.py")
+    app.chmod(0o755)
+    agent = make_agent(file_store, "rhang")
+    c = agent.start(run_id="run-rhang", args=["/usr/bin/python3", "/app/counter_task.py"], app_dir=app)
+    assert_eventually(lambda: _count(agent, "run-rhang") > 3, timeout=30)
+    manifest = agent.mgr.checkpoint(c, checkpoint_id="ck-r", kind="periodic", leave_running=False)
+    c.wait(timeout=30)
+    agent.mgr.config = dataclasses.replace(agent.mgr.config, start_timeout=3.0)
+
+    outcome: dict[str, BaseException | None] = {}
+
+    def restore() -> None:
+        try:
+            agent.restore(manifest, app_dir=app)
+            outcome["error"] = None
+        except BaseException as exc:  # noqa: BLE001 - examined below
+            outcome["error"] = exc
+
+    t = threading.Thread(target=restore)
+    t.start()
+
+    def restoring_criu() -> psutil.Process | None:
+        # runc drives CRIU in RPC mode (`criu swrk`): the CRIU under the `runc restore` process.
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if "restore" in p.cmdline() and p.name() == "runc":
+                    return _dumping_criu(p.pid)
+            except psutil.NoSuchProcess:
+                continue
+        return None
+
+    criu = assert_eventually(restoring_criu, timeout=30, interval=0.005)
+    os.kill(criu.pid, signal.SIGSTOP)
+    t.join(timeout=60)
+    assert not t.is_alive(), "the restore never gave up"
+    error = outcome["error"]
+    assert isinstance(error, ContainerError) and "did not start within 3s" in str(error), error
+    assert_eventually(lambda: not criu.is_running() or criu.status() == psutil.STATUS_ZOMBIE, timeout=10,
+                      msg="the hung CRIU was left behind")
+    assert agent.runc.list() == [], "the failed restore left a container"
