@@ -161,9 +161,21 @@ class Agent:
     # -- lease fencing (agent/_fence.py) ------------------------------------------------
 
     def _watch_lease(self) -> None:
+        next_redial = 0.0  # seconds past the fence
         while not self.stopped.wait(0.2):
             try:
                 self.fence.check()
+                # No renewal confirmed well past the fence: the stream may be dead without either end knowing
+                # (a partition drops packets, no RST comes); a new stream's Registered renews at once. Each
+                # redial waits twice as long as the one before, so a database outage (where no stream can
+                # renew) does not pile up connection attempts on the coordinators.
+                lapsed = self.fence.lapsed_for()
+                if lapsed == 0:
+                    next_redial = 2 * self.heartbeat_seconds
+                elif lapsed > next_redial and self._call is not None:
+                    log.warning("no lease renewal confirmed for %.1fs past the fence; opening a new stream", lapsed)
+                    next_redial = min(2 * next_redial, next_redial + 60.0)
+                    self._call.cancel()
             except Exception:
                 log.exception("lease check failed")
 

@@ -240,6 +240,12 @@ class Fence:
                 log.warning("lease renewed: this agent's containers run again%s", frozen_for)
                 self._frozen_since = None
 
+    def lapsed_for(self) -> float:
+        """Seconds since the lease ran out here (0 while it holds or before the first one)."""
+        if self.fence_seconds <= 0:
+            return 0.0
+        return max(0.0, now() - self.lease.read())
+
     def check(self) -> None:
         """The agent's own look (besides the guard's): freeze if the lease lapsed; keep the guard alive."""
         if self.fence_seconds > 0 and now() >= self.lease.read() and not self.freezer.frozen():
