@@ -16,7 +16,7 @@ on arrival and taken once (``take_command``).
 
 from __future__ import annotations
 
-import queue
+import collections
 import threading
 import time
 import uuid
@@ -34,7 +34,8 @@ _SEEN_COMMANDS = 10_000
 class Outbox:
     def __init__(self) -> None:
         self.incarnation = uuid.uuid4().hex
-        self._queue: "queue.Queue[ap.AgentMessage | None]" = queue.Queue()
+        self._others: collections.deque[ap.AgentMessage] = collections.deque()
+        self._closed = False
         self._seq = 0
         self._unacked: dict[int, ap.AgentMessage] = {}
         self._lock = threading.Condition()
@@ -42,13 +43,23 @@ class Outbox:
         self._seen: dict[int, None] = {}  # command ids taken, oldest first
 
     def send(self, msg: ap.AgentMessage) -> int:
-        """Queue ``msg``; its number (0 for messages that are not reports)."""
-        if msg.WhichOneof("msg") not in _UNNUMBERED:
-            with self._lock:
+        """Queue ``msg``; its number (0 for messages that are not reports).
+
+        Reports stay in ``_unacked`` until acknowledged and each stream walks
+        them with a cursor of its own: a stream that died while its sender was
+        waiting for the next message cannot take one away from the stream
+        that replaced it. Other messages go to a queue any stream may take
+        from (lost with a dead stream: a CommandAck is answered by the command
+        coming again, a ChildTrigger by the task's timeout).
+        """
+        with self._lock:
+            if msg.WhichOneof("msg") not in _UNNUMBERED:
                 self._seq += 1
                 msg.seq = self._seq
                 self._unacked[msg.seq] = msg
-        self._queue.put(msg)
+            else:
+                self._others.append(msg)
+            self._lock.notify_all()
         return msg.seq
 
     def send_confirmed(self, msg: ap.AgentMessage, timeout: float) -> bool:
@@ -80,29 +91,31 @@ class Outbox:
             return list(self._unacked.values())
 
     def close(self) -> None:
-        self._queue.put(None)
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
 
     def stream(self, register: Callable[[], ap.AgentMessage], heartbeat: Callable[[], ap.AgentMessage],
                period: Callable[[], float], stopped: threading.Event) -> Iterator[ap.AgentMessage]:
-        """What one connection sends: Register, the unacknowledged reports, then new ones and heartbeats."""
+        """What one connection sends: Register, the unacknowledged reports in order, then new ones and heartbeats."""
         yield register()
-        sent = 0
-        for msg in self.unacked():
-            sent = msg.seq
-            yield msg
+        cursor = 0  # the last report number this stream sent
         next_beat = time.monotonic() + period()
         while not stopped.is_set():
+            with self._lock:
+                if self._closed:
+                    return
+                # Reports are numbered without gaps and acknowledged oldest first: the next one is a lookup.
+                report = self._unacked.get(max(cursor, self._acked_upto) + 1)
+                other = self._others.popleft() if report is None and self._others else None
+                if report is None and other is None:
+                    self._lock.wait(max(0.0, min(next_beat - time.monotonic(), 1.0)))
             now = time.monotonic()
             if now >= next_beat:
                 next_beat = now + period()
                 yield heartbeat()
-                continue
-            try:
-                msg = self._queue.get(timeout=max(0.0, next_beat - now))
-            except queue.Empty:
-                continue
-            if msg is None:
-                return
-            if msg.seq and msg.seq <= sent:
-                continue  # already sent again after the Register
-            yield msg
+            if report is not None:
+                cursor = report.seq
+                yield report
+            elif other is not None:
+                yield other

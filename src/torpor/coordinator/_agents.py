@@ -190,7 +190,7 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
                 except reports.Superseded:
                     log.warning("agent %s registered again elsewhere; closing this stream", session.name)
                     return
-                except DatabaseError as exc:
+                except (DatabaseError, reports.ReportGap) as exc:
                     # Later reports must not overtake this one: end the stream; the agent reconnects and
                     # sends every report not yet acknowledged again, in order.
                     log.warning("agent %s: %s not applied (%s); closing the stream", session.name,
@@ -214,7 +214,7 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
         cfg = self._config
         if kind == "heartbeat":
             return self._db.run(reports.heartbeat, session.name, session.id, msg.heartbeat, cfg.lease_seconds,
-                                cfg.max_host_failures)
+                                cfg.max_host_failures, self._id)
         if kind == "child_trigger":
             return [self._child_trigger(session.name, msg.child_trigger)]
         if kind == "command_ack":

@@ -91,6 +91,14 @@ def register(cur: Cursor, coordinator_id: str, session_id: str, reg: agent_pb2.R
     return _fence(cur, reg.name, list(reg.holding))
 
 
+STORE_PAUSE = 2.0
+"""Seconds before a run whose start or restore found the store unreachable is placed again."""
+
+
+class ReportGap(Exception):
+    """A numbered report came before one the agent numbered earlier: the stream is closed, the agent replays."""
+
+
 def apply_once(cur: Cursor, agent: str, session_id: str, seq: int, handler: Any, body: Any, *extra: Any) -> Replies:
     """Apply report number ``seq`` of this agent process unless it already was, in the same transaction.
 
@@ -105,6 +113,8 @@ def apply_once(cur: Cursor, agent: str, session_id: str, seq: int, handler: Any,
         raise Superseded(agent)
     if seq <= row["last_seq"]:
         return []  # applied before the stream that carried its acknowledgement broke
+    if seq > row["last_seq"] + 1:
+        raise ReportGap(f"report {seq} arrived before report {row['last_seq'] + 1}")
     try:
         with cur.connection.transaction():  # a savepoint: a refusal undoes its own writes only
             out = handler(cur, agent, body, *extra)
@@ -121,12 +131,15 @@ def disconnected(cur: Cursor, agent: str, session_id: str) -> None:
     cur.execute("UPDATE agents SET coordinator_id = NULL WHERE name = %s AND session_id = %s", (agent, session_id))
 
 
-def heartbeat(cur: Cursor, agent: str, session_id: str, hb: agent_pb2.Heartbeat, lease: float, max_failures: int) -> Replies:
+def heartbeat(cur: Cursor, agent: str, session_id: str, hb: agent_pb2.Heartbeat, lease: float, max_failures: int,
+              coordinator_id: str) -> Replies:
+    # coordinator_id too: an agent whose lease lapsed while its stream stayed open (a hung agent, a short
+    # partition) lost it to leases_expired, and the scheduler places work only on agents with one.
     cur.execute(
         "UPDATE agents SET lease_expires_at = now() + make_interval(secs => %s), alive = true, slots_used = %s,"
-        " facts = CASE WHEN %s THEN %s ELSE facts END, last_heartbeat_at = now()"
+        " facts = CASE WHEN %s THEN %s ELSE facts END, last_heartbeat_at = now(), coordinator_id = %s"
         " WHERE name = %s AND session_id = %s RETURNING name",
-        (lease, hb.slots_used, hb.HasField("facts"), hb.facts.SerializeToString(), agent, session_id),
+        (lease, hb.slots_used, hb.HasField("facts"), hb.facts.SerializeToString(), coordinator_id, agent, session_id),
     )
     if cur.fetchone() is None:
         raise Superseded(agent)
@@ -142,7 +155,12 @@ def heartbeat(cur: Cursor, agent: str, session_id: str, hb: agent_pb2.Heartbeat,
     for row in cur.fetchall():
         run = lock_run(cur, row["id"])
         if run is not None and run["agent"] == agent and run["status"] in ON_AGENT:
-            life.host_failure(cur, run, f"agent {agent} no longer holds the run", max_failures=max_failures)
+            # STARTING/RESTORING and never listed: its StartRun/RestoreRun (sent once, after the claim) was lost
+            # with a stream; nothing ran, so it is placed again without spending a host failure.
+            never_ran = run["status"] in (STARTING, RESTORING)
+            life.host_failure(cur, run, f"agent {agent} never received the run" if never_ran
+                              else f"agent {agent} no longer holds the run", max_failures=max_failures,
+                              spend=not never_ran)
     # Sent after commit: the agent may let its containers run for fence_seconds from this heartbeat's sending,
     # once it has killed the stale ones (docs/coordinator.md, "Fencing").
     return [*replies, agent_pb2.CoordinatorMessage(heartbeat_ack=agent_pb2.HeartbeatAck(
@@ -297,6 +315,11 @@ def command_failed(cur: Cursor, agent: str, m: agent_pb2.CommandFailed, max_fail
         return []
     if m.command == "restore" and run["status"] == RESTORING and m.bad_checkpoint_id:
         life.checkpoint_unusable(cur, run, m.bad_checkpoint_id, f"agent {agent}: {m.error}", max_failures=max_failures)
+    elif m.store_unavailable and (m.command == "start" and run["status"] == STARTING
+                                  or m.command == "restore" and run["status"] == RESTORING):
+        life.host_failure(cur, run, f"agent {agent} could not reach the store to {m.command} the run: {m.error}; "
+                          f"placing it again in {STORE_PAUSE:g}s", max_failures=max_failures, spend=False,
+                          pause=STORE_PAUSE)
     elif m.command == "start" and run["status"] == STARTING or m.command == "restore" and run["status"] == RESTORING:
         life.host_failure(cur, run, f"agent {agent} could not {m.command} the run: {m.error}", max_failures=max_failures)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from torpor._proto.v1 import agent_pb2 as ap
 from torpor.agent._daemon import Agent
@@ -99,3 +100,25 @@ def test_a_command_sent_again_is_acknowledged_again_and_taken_once():
     assert box.take_command(8) is True
     acks = [m.command_ack.cmd_ids[0] for m in _take(_stream(box, threading.Event()), 4)[1:]]
     assert acks == [7, 7, 8] and box.unacked() == []  # acknowledgements are not reports themselves
+
+
+def test_a_dead_stream_waiting_for_the_next_message_cannot_take_a_report_from_its_successor():
+    """The race the fault harness found: the broken stream's sender still waits for a message when the
+    new stream has replayed; a report queued then went to the dead stream only and was never applied."""
+    box, stopped = Outbox(), threading.Event()
+    old = _stream(box, stopped)
+    _take(old, 1)  # Register
+    taken: list[ap.AgentMessage] = []
+    waiting = threading.Thread(target=lambda: taken.append(next(old)))  # gRPC's sender, blocked
+    waiting.start()
+    new = _stream(box, stopped)
+    _take(new, 1)  # the reconnect: Register, nothing to replay yet
+    got: list[ap.AgentMessage] = []
+    reader = threading.Thread(target=lambda: got.append(next(new)))  # the new sender waits too
+    reader.start()
+    time.sleep(0.2)  # both senders are waiting now (nothing observable to wait on: this is the interleaving)
+    box.send(ap.AgentMessage(run_exited=ap.RunExited(run=_ref("r1"))))
+    waiting.join(timeout=5)
+    reader.join(timeout=5)
+    assert [m.seq for m in got] == [1], "the new stream never sent the report"
+    stopped.set()
