@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from torpor._errors import ConfigError, ContainerError
+from torpor._errors import ConfigError, ContainerError, StoreError
 from torpor.agent._criu import CriuInfo
 from torpor.agent._oci import HOST_ID_BASE, ContainerSpec, Limits, write_bundle
 from torpor.agent._runc import Runc, remove_runc_log, runc_log_path, wait_started
@@ -64,6 +64,8 @@ class AgentConfig:
     """Seconds a start or restore may take before it is declared failed."""
     dump_timeout: float = 600.0
     """Seconds a dump may take; past that CRIU is killed, the container thawed and the checkpoint fails."""
+    upload_patience: float = 3600.0
+    """Seconds a suspend's image, on local disk once the task is gone, is uploaded again while the store is down."""
     extra_ro_binds: tuple[str, ...] = ()
     """More host paths bound read-only at the same path (they must be world-traversable)."""
 
@@ -89,6 +91,13 @@ class Container:
     @property
     def running(self) -> bool:
         return self.proc.poll() is None
+
+
+def _abort_quietly(archive: ArchiveWriter) -> None:
+    try:
+        archive.abort()
+    except Exception:  # the store is down: the sweeper removes what the upload left
+        log.debug("could not abort a multipart upload", exc_info=True)
 
 
 def _remove_later(*paths: Path) -> None:
@@ -284,6 +293,23 @@ class ContainerManager:
                 log.warning("pages file %s grew after it was archived; uploading the image again", exc)
                 manifest = upload_image(self.store, image_dir, timings_ms={"dump": dump_ms}, progress=progress,
                                         **meta)  # type: ignore[arg-type]
+            except StoreError as exc:
+                # The store failed while CRIU was dumping to local disk: let the dump finish there. A stop-mode
+                # dump has ended the task, so its image is the run's only copy: upload it again until the store
+                # is back. A leave-running one just fails (the task goes on, thawed by CRIU).
+                _abort_quietly(archive)
+                log.warning("the store failed during the dump of %s (%s); finishing the dump on local disk",
+                            container.id, exc, extra={"run_id": container.run_id})
+                try:
+                    self.runc.finish_checkpoint(proc, container.id, work_dir=work_dir,
+                                                timeout=max(1.0, deadline - time.monotonic()))
+                except ContainerError:
+                    self._keep_failed_log(container.run_id, checkpoint_id, work_dir / "dump.log")
+                    raise
+                if leave_running:
+                    raise
+                dump_ms = int((time.monotonic() - t0) * 1000)
+                manifest = self._upload_until_stored(image_dir, dump_ms, progress, meta)
             except BaseException:
                 archive.abort()
                 if proc.poll() is None:
@@ -302,6 +328,23 @@ class ContainerManager:
                 container.proc.kill()
             self._cleanup(container.id, container.bundle, container.socket_dir)
         return manifest
+
+    def _upload_until_stored(self, image_dir: Path, dump_ms: int, progress: Progress | None,
+                             meta: dict[str, object]) -> Manifest:
+        """Upload a finished stop-mode image, again and again while the store is down (up to ``upload_patience``)."""
+        give_up = time.monotonic() + self.config.upload_patience
+        delay = 0.5
+        while True:
+            try:
+                return upload_image(self.store, image_dir, timings_ms={"dump": dump_ms}, progress=progress,
+                                    **meta)  # type: ignore[arg-type]
+            except StoreError as exc:
+                if time.monotonic() + delay > give_up:
+                    raise
+                log.warning("cannot store the snapshot of run %s yet (%s); trying again in %.1fs",
+                            meta["run_id"], exc, delay, extra={"run_id": meta["run_id"]})
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def _abandon_dump(self, proc: subprocess.Popen[str], container: Container) -> None:
         """Kill runc checkpoint and its CRIU (one process group), then thaw what CRIU froze."""

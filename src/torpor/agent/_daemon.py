@@ -21,7 +21,7 @@ import grpc
 import psutil
 
 from torpor import _faults
-from torpor._errors import CriuError, IntegrityError, NotFoundError
+from torpor._errors import CriuError, IntegrityError, NotFoundError, StoreError
 from torpor._logging import bind
 from torpor._proto.v1 import agent_pb2 as ap
 from torpor._proto.v1 import agent_pb2_grpc as ag
@@ -76,6 +76,7 @@ class Agent:
         self.stopped = threading.Event()
         self.connected = threading.Event()
         self.heartbeat_seconds = 2.0
+        self.lease_seconds = 15.0  # the coordinator's, from Registered
         self._call: grpc.Future | None = None  # type: ignore[type-arg]
         self._register_sent = 0.0
         self.fence = Fence(self.mgr.state, Freezer(self.mgr.cgroup_parent))
@@ -190,6 +191,29 @@ class Agent:
             if slot.container is not None and slot.container.running:
                 self.mgr.runc.kill(slot.container.id, "KILL", every_process=True)
 
+    def _unpause(self) -> None:
+        """Resume the containers left frozen on their own by a dump that began while the parent was frozen.
+
+        CRIU puts a container back in the freezer state it found it in; one it
+        found frozen (by fencing) stays frozen after the parent's thaw. A
+        container whose dump is still under way is left to that dump's end.
+        """
+        with self.lock:
+            slots = list(self.runs.values())
+        for slot in slots:
+            c = slot.container
+            if c is None or not c.running or slot.dump_lock.locked():
+                continue
+            self._resume_if_paused(c.id)
+
+    def _resume_if_paused(self, container_id: str) -> None:
+        if self.fence.freezer.frozen():
+            return  # fenced: the next confirmed renewal comes back here
+        st = self.mgr.runc.state(container_id)
+        if st is not None and st.status == "paused":
+            log.warning("container %s was left frozen by a dump; resuming it", container_id)
+            self.mgr.runc.resume(container_id)
+
     # -- the connection loop ------------------------------------------------------
 
     def serve_forever(self) -> None:
@@ -209,7 +233,9 @@ class Agent:
             self.connected.clear()
             if self.stopped.wait(backoff):
                 break
-            backoff = min(backoff * 2, 5.0)
+            # Never longer than a quarter lease: after a coordinator restart every agent gets one lease to be
+            # back (docs/coordinator.md), and a backoff longer than that would lose it its runs.
+            backoff = min(backoff * 2, 5.0, max(0.2, self.lease_seconds / 4))
 
     def _connect_once(self) -> None:
         if self.config.tls_ca:
@@ -258,8 +284,9 @@ class Agent:
         if kind == "registered":
             r = msg.registered
             self.heartbeat_seconds = r.heartbeat_seconds or self.heartbeat_seconds
+            self.lease_seconds = r.lease_seconds or self.lease_seconds
             self.fence.fence_seconds = r.fence_seconds or 0.8 * (r.lease_seconds or 15.0)
-            self.fence.renewed(self._register_sent, lambda: self._kill_stale(list(r.stale)))
+            self.fence.renewed(self._register_sent, lambda: self._kill_stale(list(r.stale)), self._unpause)
             self.connected.set()
             log.info("registered with %s as %s", self.config.coordinator, self.config.name)
             return
@@ -268,7 +295,7 @@ class Agent:
             return
         if kind == "heartbeat_ack":
             ack = msg.heartbeat_ack
-            self.fence.heartbeat_confirmed(ack.number, lambda: self._kill_stale(list(ack.stale)))
+            self.fence.heartbeat_confirmed(ack.number, lambda: self._kill_stale(list(ack.stale)), self._unpause)
             return
         if kind == "child_triggered":
             slot = self.runs.get(msg.child_triggered.run.run_id)
@@ -292,7 +319,9 @@ class Agent:
             log.exception("%s failed", kind)
             self.send(ap.AgentMessage(command_failed=ap.CommandFailed(
                 run=ap.RunRef(run_id=run.run_id, generation=run.generation) if run is not None else None,
-                command=kind, error=str(exc)[:4000], request_id=getattr(body, "request_id", ""))))
+                command=kind, error=str(exc)[:4000], request_id=getattr(body, "request_id", ""),
+                # Not this host's fault: the coordinator places the run again after a pause, spending nothing.
+                store_unavailable=isinstance(exc, StoreError) and kind in ("start", "restore"))))
         finally:
             del token
 
@@ -469,13 +498,23 @@ class Agent:
             slot.server.start()
             raise RuntimeError("the task kept a runtime connection open; the checkpoint was not taken")
         t0 = time.monotonic()
-        _faults.hit("agent.before_dump")
-        if slot.stopping:
-            raise RuntimeError(f"run {slot.run_id} is being stopped ({slot.stopping}); no checkpoint taken")
-        kinds = {cm.SUSPEND: "suspend", cm.PERIODIC: "periodic", cm.ON_DEMAND: "on_demand"}
-        manifest = self.mgr.checkpoint(slot.container, kind=kinds[kind], leave_running=leave_running,
-                                       deployment_version=slot.spec.version)
+        try:
+            _faults.hit("agent.before_dump")
+            if slot.stopping:
+                raise RuntimeError(f"run {slot.run_id} is being stopped ({slot.stopping}); no checkpoint taken")
+            if self.fence.freezer.frozen():
+                # CRIU would find the container frozen and leave it frozen (its own cgroup) after the dump,
+                # under a parent that a later renewal thaws: the run would never go on.
+                raise RuntimeError("this agent's lease lapsed and its containers are frozen; no checkpoint taken")
+            kinds = {cm.SUSPEND: "suspend", cm.PERIODIC: "periodic", cm.ON_DEMAND: "on_demand"}
+            manifest = self.mgr.checkpoint(slot.container, kind=kinds[kind], leave_running=leave_running,
+                                           deployment_version=slot.spec.version)
+        except BaseException:
+            if leave_running:
+                slot.server.start()  # the task goes on: its runtime calls must be answered again
+            raise
         if leave_running:
+            self._resume_if_paused(slot.container.id)  # fenced just as CRIU began: see _unpause
             slot.server.start()
         _faults.hit("agent.before_record")
         return cm.Checkpoint(

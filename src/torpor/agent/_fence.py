@@ -215,16 +215,19 @@ class Fence:
                 del self._sent[old]
             return self._number
 
-    def heartbeat_confirmed(self, number: int, kill_stale: Callable[[], None]) -> None:
+    def heartbeat_confirmed(self, number: int, kill_stale: Callable[[], None],
+                            after_thaw: Callable[[], None] | None = None) -> None:
         with self._mutex:
             sent = self._sent.pop(number, None)
         if sent is not None:
-            self.renewed(sent, kill_stale)
+            self.renewed(sent, kill_stale, after_thaw)
 
-    def renewed(self, sent: float, kill_stale: Callable[[], None]) -> None:
+    def renewed(self, sent: float, kill_stale: Callable[[], None], after_thaw: Callable[[], None] | None = None) -> None:
         """A renewal sent at ``sent`` is committed: containers may run until ``sent + fence_seconds``.
 
         Stale containers get their SIGKILL before the thaw, so none runs again.
+        ``after_thaw`` runs once the parent is thawed (the agent resumes a
+        container a dump left frozen on its own).
         """
         if self.fence_seconds <= 0:
             return
@@ -233,12 +236,15 @@ class Fence:
             self.lease.write(until)
             if now() >= until:
                 return  # confirmed too late to matter: stay frozen until a fresher renewal
-            if self.freezer.frozen():
-                kill_stale()
-                self.freezer.thaw()
-                frozen_for = "" if self._frozen_since is None else f" after {now() - self._frozen_since:.1f}s"
-                log.warning("lease renewed: this agent's containers run again%s", frozen_for)
-                self._frozen_since = None
+            if not self.freezer.frozen():
+                return
+            kill_stale()
+            self.freezer.thaw()
+            frozen_for = "" if self._frozen_since is None else f" after {now() - self._frozen_since:.1f}s"
+            log.warning("lease renewed: this agent's containers run again%s", frozen_for)
+            self._frozen_since = None
+        if after_thaw is not None:
+            after_thaw()
 
     def lapsed_for(self) -> float:
         """Seconds since the lease ran out here (0 while it holds or before the first one)."""

@@ -117,8 +117,11 @@ def checkpoint_unusable(cur: Cursor, run: dict[str, Any], checkpoint_id: str, wh
 
 
 def host_failure(cur: Cursor, run: dict[str, Any], why: str, *, max_failures: int,
-                 spend: bool = True) -> dict[str, Any]:
-    """Not the task's failure: restore from the latest checkpoint, or restart the attempt; no attempt is spent."""
+                 spend: bool = True, pause: float = 0.0) -> dict[str, Any]:
+    """Not the task's failure: restore from the latest checkpoint, or restart the attempt; no attempt is spent.
+
+    ``pause``: seconds before the run may be placed again (the store was down).
+    """
     failures = run["host_failures"] + (1 if spend else 0)
     if failures > max_failures:
         error = f"{why}; gave up after {max_failures} host failures in attempt {run['attempt']}"
@@ -130,7 +133,9 @@ def host_failure(cur: Cursor, run: dict[str, Any], why: str, *, max_failures: in
     ckpt = latest_checkpoint(cur, run)
     common: dict[str, Any] = {"generation": run["generation"], "host_failures": failures, "agent": None,
                               "event_agent": run["agent"],
-                              "exec_started_at": None, "exec_deadline": None, "ready_at": NOW}
+                              "exec_started_at": None, "exec_deadline": None,
+                              "ready_at": NOW if not pause else sql.SQL("now() + make_interval(secs => {})").format(
+                                  sql.Literal(pause))}
     if run["status"] == SUSPENDING and ckpt and ckpt["kind"] == "SUSPEND" and ckpt["wait_id"] == run["waiting_on"]:
         # The dump was durable before the host went: the run is simply suspended.
         return suspended(cur, run, detail=f"{why}; the suspend checkpoint {ckpt['id']} was complete")

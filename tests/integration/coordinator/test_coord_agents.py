@@ -89,7 +89,7 @@ def test_unplaced_run_not_held_by_its_agent_is_recovered(client, agents):
     second = a1.wait_command("start", run_id, after=1, timeout=5)
     assert second.start.spec.run.generation == 2
     run = client.get_run(run_id)
-    assert any("no longer holds the run" in e.detail for e in run.events)
+    assert any("never received the run" in e.detail for e in run.events)
 
 
 def test_start_refused_by_agent_requeues(client, agents):

@@ -215,18 +215,20 @@ class TokenRegistered(_message.Message):
     def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., token_id: _Optional[str] = ..., timeout_unix: _Optional[float] = ...) -> None: ...
 
 class CommandFailed(_message.Message):
-    __slots__ = ("run", "command", "error", "request_id", "bad_checkpoint_id")
+    __slots__ = ("run", "command", "error", "request_id", "bad_checkpoint_id", "store_unavailable")
     RUN_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     BAD_CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    STORE_UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
     run: RunRef
     command: str
     error: str
     request_id: str
     bad_checkpoint_id: str
-    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., command: _Optional[str] = ..., error: _Optional[str] = ..., request_id: _Optional[str] = ..., bad_checkpoint_id: _Optional[str] = ...) -> None: ...
+    store_unavailable: bool
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., command: _Optional[str] = ..., error: _Optional[str] = ..., request_id: _Optional[str] = ..., bad_checkpoint_id: _Optional[str] = ..., store_unavailable: _Optional[bool] = ...) -> None: ...
 
 class CoordinatorMessage(_message.Message):
     __slots__ = ("registered", "start", "restore", "checkpoint", "kill", "wait_resolved", "child_triggered", "suspend", "ack", "heartbeat_ack", "cmd_id")
