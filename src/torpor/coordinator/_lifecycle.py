@@ -113,14 +113,15 @@ def checkpoint_unusable(cur: Cursor, run: dict[str, Any], checkpoint_id: str, wh
     add_event(cur, run, "checkpoint_unusable", f"checkpoint {checkpoint_id}: {why}; falling back to an older one",
               agent=run["agent"])
     return host_failure(cur, run, f"checkpoint {checkpoint_id} cannot be restored", max_failures=max_failures,
-                        spend=False)
+                        spend=False, event="restore_fallback")
 
 
 def host_failure(cur: Cursor, run: dict[str, Any], why: str, *, max_failures: int,
-                 spend: bool = True, pause: float = 0.0) -> dict[str, Any]:
+                 spend: bool = True, pause: float = 0.0, event: str = "host_lost") -> dict[str, Any]:
     """Not the task's failure: restore from the latest checkpoint, or restart the attempt; no attempt is spent.
 
-    ``pause``: seconds before the run may be placed again (the store was down).
+    ``pause``: seconds before the run may be placed again (the store was down). ``event``: the timeline's
+    name for it ("host_lost" when a host failure is spent, something else when nothing was lost).
     """
     failures = run["host_failures"] + (1 if spend else 0)
     if failures > max_failures:
@@ -140,12 +141,12 @@ def host_failure(cur: Cursor, run: dict[str, Any], why: str, *, max_failures: in
         # The dump was durable before the host went: the run is simply suspended.
         return suspended(cur, run, detail=f"{why}; the suspend checkpoint {ckpt['id']} was complete")
     if ckpt is not None:
-        return transition(cur, run["id"], RESTORING, event="host_lost",
+        return transition(cur, run["id"], RESTORING, event=event,
                           detail=f"{why}; restoring from checkpoint {ckpt['id']}",
                           only_from={RUNNING, SUSPENDING, RESTORING},
                           exec_seconds=EXEC_SO_FAR if run["status"] == RUNNING else run["exec_seconds"],
                           waiting_on=ckpt["wait_id"], **common)
-    return transition(cur, run["id"], QUEUED, event="host_lost",
+    return transition(cur, run["id"], QUEUED, event=event,
                       detail=f"{why}; no checkpoint, restarting attempt {run['attempt']}",
                       exec_seconds=0.0, waiting_on=None, **common)
 

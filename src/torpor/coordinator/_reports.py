@@ -160,7 +160,7 @@ def heartbeat(cur: Cursor, agent: str, session_id: str, hb: agent_pb2.Heartbeat,
             never_ran = run["status"] in (STARTING, RESTORING)
             life.host_failure(cur, run, f"agent {agent} never received the run" if never_ran
                               else f"agent {agent} no longer holds the run", max_failures=max_failures,
-                              spend=not never_ran)
+                              spend=not never_ran, event="command_lost" if never_ran else "host_lost")
     # Sent after commit: the agent may let its containers run for fence_seconds from this heartbeat's sending,
     # once it has killed the stale ones (docs/coordinator.md, "Fencing").
     return [*replies, agent_pb2.CoordinatorMessage(heartbeat_ack=agent_pb2.HeartbeatAck(
@@ -319,7 +319,7 @@ def command_failed(cur: Cursor, agent: str, m: agent_pb2.CommandFailed, max_fail
                                   or m.command == "restore" and run["status"] == RESTORING):
         life.host_failure(cur, run, f"agent {agent} could not reach the store to {m.command} the run: {m.error}; "
                           f"placing it again in {STORE_PAUSE:g}s", max_failures=max_failures, spend=False,
-                          pause=STORE_PAUSE)
+                          pause=STORE_PAUSE, event="store_unavailable")
     elif m.command == "start" and run["status"] == STARTING or m.command == "restore" and run["status"] == RESTORING:
         life.host_failure(cur, run, f"agent {agent} could not {m.command} the run: {m.error}", max_failures=max_failures)
     else:
