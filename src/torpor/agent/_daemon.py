@@ -190,6 +190,11 @@ class Agent:
                 slot.stopping = slot.stopping or "stale_generation"
             if slot.container is not None and slot.container.running:
                 self.mgr.runc.kill(slot.container.id, "KILL", every_process=True)
+            elif slot.container is None:
+                # A start or restore under way: its container may exist already (ids are RUN.xxxxxxxx).
+                for st in self.mgr.runc.list():
+                    if st.id.startswith(f"{ref.run_id}."):
+                        self.mgr.runc.kill(st.id, "KILL", every_process=True)
 
     def _unpause(self) -> None:
         """Resume the containers left frozen on their own by a dump that began while the parent was frozen.
@@ -354,9 +359,25 @@ class Agent:
 
     def _serve(self, slot: RunSlot):  # type: ignore[no-untyped-def]
         def before_launch(socket_dir: Path) -> None:
+            self._may_launch(slot)
             slot.server = RuntimeServer(socket_dir, slot.handle, name=slot.run_id)
             slot.server.start()
         return before_launch
+
+    def _may_launch(self, slot: RunSlot) -> None:
+        """Right before runc starts or restores: not while fenced, and never a run given away meanwhile.
+
+        A start or restore that was under way while this agent could not renew
+        (hung, cut off) waits for the next confirmed renewal, which names the
+        run stale if the coordinator gave it away: then nothing is launched.
+        """
+        give_up = time.monotonic() + 2 * self.lease_seconds
+        while self.fence.freezer.frozen() and not slot.stopping and time.monotonic() < give_up:
+            if self.stopped.wait(0.05):
+                break
+        if slot.stopping or self.fence.freezer.frozen():
+            raise RuntimeError(f"run {slot.run_id} generation {slot.generation} was not launched: "
+                               f"{slot.stopping or 'this agent holds no lease'}")
 
     def _on_start(self, body: ap.StartRun) -> None:
         spec = body.spec
@@ -370,6 +391,8 @@ class Agent:
         except BaseException:
             self._drop(slot)
             raise
+        if slot.stopping:  # named stale while runc started it: it must not go on
+            self.mgr.runc.kill(slot.container.id, "KILL", every_process=True)
         self.send(ap.AgentMessage(run_started=ap.RunStarted(run=slot.ref())))
         self._watch(slot)
 
@@ -399,6 +422,8 @@ class Agent:
             self._drop(slot)
             raise
         restore_ms = int((time.monotonic() - t0) * 1000)
+        if slot.stopping:  # named stale while CRIU restored it: it must not go on
+            self.mgr.runc.kill(slot.container.id, "KILL", every_process=True)
         self.send(ap.AgentMessage(run_started=ap.RunStarted(run=slot.ref(), restored=True,
                                                             checkpoint_id=body.checkpoint_id, restore_ms=restore_ms)))
         # Always: a task restored from a checkpoint taken while it waited (torpor.checkpoint(), a short
