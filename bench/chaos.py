@@ -138,6 +138,14 @@ def recovery_seconds(faults: list[dict], steps_by_run: dict[str, list], finished
     return out
 
 
+def stderr_tail(stack: Stack, run_id: str, chars: int = 1500) -> str:
+    try:
+        data = b"".join(c.data for c in stack.client().stream_logs(run_id, timeout=10) if c.stream == "stderr")
+    except Exception as exc:  # noqa: BLE001 - a report, not a check
+        return f"(logs unavailable: {exc})"
+    return data.decode(errors="replace")[-chars:]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=1)
@@ -196,6 +204,8 @@ def main() -> int:
                 "max": round(max(recovery), 2) if recovery else None, "n": len(recovery)},
             "seconds": round(time.monotonic() - t0, 1),
             "violations_sample": [f"{r}: {p}" for r, p in flat[:10]],
+            # The end of each such run's stderr: why a task process died, for instance.
+            "stderr_tails": {r: stderr_tail(stack, r) for r in list(problems)[:5]},
         }
         print(json.dumps(result, indent=1))
         return 0 if not problems else 1
