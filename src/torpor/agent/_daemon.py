@@ -214,10 +214,8 @@ class Agent:
     def _resume_if_paused(self, container_id: str) -> None:
         if self.fence.freezer.frozen():
             return  # fenced: the next confirmed renewal comes back here
-        st = self.mgr.runc.state(container_id)
-        if st is not None and st.status == "paused":
-            log.warning("container %s was left frozen by a dump; resuming it", container_id)
-            self.mgr.runc.resume(container_id)
+        if self.mgr.runc.resume(container_id):
+            log.warning("container %s was left frozen by a dump; resumed it", container_id)
 
     # -- the connection loop ------------------------------------------------------
 

@@ -254,15 +254,28 @@ class Fence:
 
     def check(self) -> None:
         """The agent's own look (besides the guard's): freeze if the lease lapsed; keep the guard alive."""
-        if self.fence_seconds > 0 and now() >= self.lease.read() and not self.freezer.frozen():
-            with self.lease.locked(patience=_LOCK_PATIENCE):
-                if now() >= self.lease.read():
-                    self.freezer.freeze()
+        if self.fence_seconds > 0:
+            freeze_if_lapsed(self.lease, self.freezer)
         if self.freezer.frozen() and self._frozen_since is None:
             self._frozen_since = now()
             log.warning("no lease renewal confirmed for %.1fs: this agent's containers are frozen until one is",
                         self.fence_seconds)
         self.ensure_guard()
+
+
+def freeze_if_lapsed(lease: LeaseFile, freezer: Freezer) -> bool:
+    """Freeze ``freezer`` if the lease has run out and it is not frozen yet; True if this call froze it.
+
+    Decided under the lease lock (or without it past its patience: the agent
+    may be hung holding it), so a renewal written meanwhile is seen.
+    """
+    if now() < lease.read() or freezer.frozen():
+        return False
+    with lease.locked(patience=_LOCK_PATIENCE):
+        if now() < lease.read() or not freezer.path.exists() or freezer.frozen():
+            return False
+        freezer.freeze()
+        return True
 
 
 def _is_guard(pid: int, state_dir: Path) -> bool:
@@ -289,18 +302,9 @@ def guard(state_dir: Path, freezer: Freezer, agent_pid: int, poll: float = POLL)
         agent = os.pidfd_open(agent_pid)
     except ProcessLookupError:
         agent = None
-    announced = False
     while True:
-        if now() >= lease.read():
-            with lease.locked(patience=_LOCK_PATIENCE):
-                if now() >= lease.read() and freezer.path.exists():
-                    if not freezer.frozen():
-                        freezer.freeze()
-                        if not announced:
-                            log.warning("the lease lapsed: froze %s", freezer.path)
-                    announced = True
-        else:
-            announced = False
+        if freeze_if_lapsed(lease, freezer):
+            log.warning("the lease lapsed: froze %s", freezer.path)
         agent_gone = agent is None or bool(select.select([agent], [], [], 0)[0])
         if agent_gone and not freezer.has_processes():
             log.info("agent %d is gone and no container is left: the guard exits", agent_pid)

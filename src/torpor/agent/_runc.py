@@ -127,13 +127,18 @@ class Runc:
                 log_excerpt=log_excerpt(dump_log),
             )
 
-    def resume(self, container_id: str) -> None:
-        """Thaw a container left frozen (by a CRIU that was killed mid-dump); a running one is left as it is."""
+    def resume(self, container_id: str) -> bool:
+        """Thaw a container left frozen (by a CRIU killed mid-dump, or one that found it frozen); True if it was.
+
+        A running one is left as it is.
+        """
         st = self.state(container_id)
-        if st is not None and st.status == "paused":
-            proc = self._run("resume", container_id)
-            if proc.returncode != 0:
-                raise ContainerError(f"runc resume {container_id} failed: {proc.stderr.strip()}")
+        if st is None or st.status != "paused":
+            return False
+        proc = self._run("resume", container_id)
+        if proc.returncode != 0:
+            raise ContainerError(f"runc resume {container_id} failed: {proc.stderr.strip()}")
+        return True
 
     def kill(self, container_id: str, signal: str = "KILL", *, every_process: bool = False) -> None:
         """Signal the container's first process, or with ``every_process`` each of its processes."""

@@ -9,24 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import signal
 import threading
 import time
-from pathlib import Path
 
 import psutil
-import pytest
 
+from counter_support import COUNTER, count, counter_app
 from helpers import assert_eventually
 from torpor._errors import ContainerError
 
-HERE = Path(__file__).resolve().parent
-
-
-def _count(agent, run_id: str) -> int:  # type: ignore[no-untyped-def]
-    lines = [ln for ln in agent.mgr.run_log(run_id, "stdout").read_text().splitlines() if ln.startswith("count ")]
-    return int(lines[-1].split()[1]) if lines else 0
 
 
 def _dumping_criu(runc_pid: int) -> psutil.Process | None:
@@ -38,14 +30,11 @@ def _dumping_criu(runc_pid: int) -> psutil.Process | None:
 
 
 def test_a_hung_dump_is_killed_at_its_deadline_and_the_container_thawed(make_agent, file_store, state_dir):
-    app = state_dir / "app"
-    app.mkdir()
-    shutil.copy(HERE / "counter_task.py", app / "counter_task.py")
-    app.chmod(0o755)
+    app = counter_app(state_dir)
     agent = make_agent(file_store, "hang")
     agent.mgr.config = dataclasses.replace(agent.mgr.config, dump_timeout=3.0)
-    c = agent.start(run_id="run-hang", args=["/usr/bin/python3", "/app/counter_task.py"], app_dir=app)
-    assert_eventually(lambda: _count(agent, "run-hang") > 5, timeout=30)
+    c = agent.start(run_id="run-hang", args=COUNTER, app_dir=app)
+    assert_eventually(lambda: count(agent, "run-hang") > 5, timeout=30)
 
     outcome: dict[str, BaseException | None] = {}
 
@@ -73,8 +62,8 @@ def test_a_hung_dump_is_killed_at_its_deadline_and_the_container_thawed(make_age
     assert time.monotonic() - started < 30
     assert not criu.is_running() or criu.status() == psutil.STATUS_ZOMBIE  # killed, with runc
     # Thawed: the task counts on, and nothing of the failed checkpoint reached the store as complete.
-    before = _count(agent, "run-hang")
-    assert_eventually(lambda: _count(agent, "run-hang") > before + 5, timeout=10)
+    before = count(agent, "run-hang")
+    assert_eventually(lambda: count(agent, "run-hang") > before + 5, timeout=10)
     assert c.running and agent.runc.state(c.id).status == "running"
     assert not file_store.exists("runs/run-hang/checkpoints/ck-hang/manifest.json")
     # The container still checkpoints normally afterwards.
@@ -84,13 +73,10 @@ def test_a_hung_dump_is_killed_at_its_deadline_and_the_container_thawed(make_age
 
 
 def test_a_hung_restore_is_killed_at_its_deadline_with_its_criu(make_agent, file_store, state_dir):
-    app = state_dir / "app"
-    app.mkdir()
-    shutil.copy(HERE / "counter_task.py", app / "counter_task.py")
-    app.chmod(0o755)
+    app = counter_app(state_dir)
     agent = make_agent(file_store, "rhang")
-    c = agent.start(run_id="run-rhang", args=["/usr/bin/python3", "/app/counter_task.py"], app_dir=app)
-    assert_eventually(lambda: _count(agent, "run-rhang") > 3, timeout=30)
+    c = agent.start(run_id="run-rhang", args=COUNTER, app_dir=app)
+    assert_eventually(lambda: count(agent, "run-rhang") > 3, timeout=30)
     manifest = agent.mgr.checkpoint(c, checkpoint_id="ck-r", kind="periodic", leave_running=False)
     c.wait(timeout=30)
     agent.mgr.config = dataclasses.replace(agent.mgr.config, start_timeout=3.0)

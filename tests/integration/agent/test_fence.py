@@ -8,46 +8,31 @@ dies at the thaw without running another step.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+from counter_support import COUNTER, count, counter_app
 from helpers import assert_eventually
 from torpor.agent._fence import Fence, Freezer, now
 
-HERE = Path(__file__).resolve().parent
-
-
-def _count(agent, run_id: str) -> int:  # type: ignore[no-untyped-def]
-    lines = [ln for ln in agent.mgr.run_log(run_id, "stdout").read_text().splitlines() if ln.startswith("count ")]
-    return int(lines[-1].split()[1]) if lines else 0
 
 
 def _stays(agent, run_id: str, seconds: float) -> int:  # type: ignore[no-untyped-def]
     """The count, after checking it does not move for ``seconds``."""
-    before = _count(agent, run_id)
+    before = count(agent, run_id)
     time.sleep(seconds)  # a frozen process must not count on: watch it for a while
-    assert _count(agent, run_id) == before, "a frozen container went on running"
+    assert count(agent, run_id) == before, "a frozen container went on running"
     return before
-
-
-def _app(state_dir: Path) -> Path:
-    app = state_dir / "app"
-    app.mkdir(exist_ok=True)
-    shutil.copy(HERE / "counter_task.py", app / "counter_task.py")
-    app.chmod(0o755)
-    return app
 
 
 def test_the_guard_freezes_a_lapsed_lease_and_only_a_renewal_thaws(make_agent, file_store, state_dir):
     agent = make_agent(file_store, "fence")
     fence = Fence(agent.mgr.state, Freezer(agent.mgr.cgroup_parent))
-    c = agent.start(run_id="run-f", args=["/usr/bin/python3", "/app/counter_task.py"], app_dir=_app(state_dir))
+    c = agent.start(run_id="run-f", args=COUNTER, app_dir=counter_app(state_dir))
     try:
         assert (fence.freezer.path / c.id).is_dir(), "the container is not under the agent's cgroup"
-        assert_eventually(lambda: _count(agent, "run-f") > 3, timeout=30)
+        assert_eventually(lambda: count(agent, "run-f") > 3, timeout=30)
 
         fence.start()  # no lease yet: the guard freezes everything at once
         fence.fence_seconds = 2.0
@@ -56,8 +41,8 @@ def test_the_guard_freezes_a_lapsed_lease_and_only_a_renewal_thaws(make_agent, f
 
         fence.renewed(now(), kill_stale=lambda: None)
         assert not fence.freezer.frozen()
-        before = _count(agent, "run-f")
-        assert_eventually(lambda: _count(agent, "run-f") > before + 3, timeout=10, msg="not thawed")
+        before = count(agent, "run-f")
+        assert_eventually(lambda: count(agent, "run-f") > before + 3, timeout=10, msg="not thawed")
 
         # No renewal for fence_seconds: the guard alone freezes it again, while this "agent" does nothing.
         lapsed = time.monotonic()
@@ -72,7 +57,7 @@ def test_the_guard_freezes_a_lapsed_lease_and_only_a_renewal_thaws(make_agent, f
         # A renewal that names this run stale: killed first, thawed after; it never counts again.
         fence.renewed(now(), kill_stale=lambda: agent.runc.kill(c.id, "KILL", every_process=True))
         assert c.wait(timeout=10) != 0
-        assert _count(agent, "run-f") == last, "the stale copy ran again after the thaw"
+        assert count(agent, "run-f") == last, "the stale copy ran again after the thaw"
     finally:
         fence.stop_guard()
         agent.close()
