@@ -77,6 +77,8 @@ class ContainerSpec:
     """Group the task runs as inside its user namespace."""
     hostname: str = "torpor"
     """Host name seen inside the container."""
+    netns_path: str | None = None
+    """Network namespace the container joins (``/run/netns/...``, made by the agent); None = the host's."""
     cgroups_path: str | None = None
     """The container's cgroup (``/torpor/<agent key>/<container id>``): under its agent's, which fencing freezes."""
 
@@ -176,10 +178,10 @@ def make_config(spec: ContainerSpec, *, criu_config: Path | None = None) -> dict
         "linux": {
             **({"cgroupsPath": spec.cgroups_path} if spec.cgroups_path else {}),
             "resources": resources,
-            # No network namespace: the task shares the host's network, so
-            # outbound connections work without a bridge/NAT set-up. See
-            # docs/architecture.md ("Networking") for what this implies.
-            "namespaces": [{"type": t} for t in ("user", "pid", "ipc", "uts", "mount")],
+            # The network namespace is the agent's to make (see _netns.py); without
+            # one the task shares the host's network ("host" mode).
+            "namespaces": [{"type": t} for t in ("user", "pid", "ipc", "uts", "mount")]
+            + ([{"type": "network", "path": spec.netns_path}] if spec.netns_path else []),
             "uidMappings": [{"containerID": 0, "hostID": HOST_ID_BASE, "size": ID_RANGE}],
             "gidMappings": [{"containerID": 0, "hostID": HOST_ID_BASE, "size": ID_RANGE}],
             "maskedPaths": [
