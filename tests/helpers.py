@@ -53,3 +53,34 @@ def assert_eventually(fn: Callable[[], T], timeout: float = 10.0, interval: floa
             detail = f": {last_exc}" if last_exc else ""
             raise AssertionError(f"not true within {timeout}s{detail} {msg}".rstrip())
         time.sleep(interval)
+
+
+def in_netns(pid: int, fn: Callable[[], T]) -> T:
+    """Call ``fn`` on a thread that has joined the network namespace of process ``pid``.
+
+    Sockets ``fn`` makes belong to that namespace: how a test talks to a server a
+    run listens with on its own loopback. (setns of a network namespace is per thread.)
+    """
+    import ctypes
+    import threading
+
+    out: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+                    raise OSError(ctypes.get_errno(), f"setns into the network namespace of {pid}")
+            finally:
+                os.close(fd)
+            out["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            out["error"] = exc
+
+    t = threading.Thread(target=run, name=f"netns-{pid}")
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]  # type: ignore[misc]
+    return out["value"]  # type: ignore[return-value]

@@ -89,7 +89,9 @@ class AgentHost:
             self.faults = faults
         if image_dir is not SAME:
             self.image_dir = image_dir  # type: ignore[assignment]
-        args = [*self.base_args, "--name", self.name, "--state-dir", str(self.state), "--slots", str(self.slots)]
+        # The workload reports to the ledger on the loopback of the host it runs on: host network (see fault_tasks.py).
+        args = [*self.base_args, "--name", self.name, "--state-dir", str(self.state), "--slots", str(self.slots),
+                "--allow-host-network"]
         if self.image_dir is not None:
             args += ["--image-dir", str(self.image_dir)]
         env = {**self.env, "TORPOR_FAULTS": self.faults}

@@ -23,6 +23,7 @@ from typing import Callable
 
 from torpor._errors import ConfigError, ContainerError, StoreError
 from torpor.agent._criu import CriuInfo
+from torpor.agent._netns import DEFAULT_SUBNET, NetworkPool, RunNetwork, check_mode
 from torpor.agent._oci import HOST_ID_BASE, ContainerSpec, Limits, write_bundle
 from torpor.agent._runc import Runc, remove_runc_log, runc_log_path, wait_started
 from torpor.agent._runtime_dir import prepare_runtime_dir
@@ -48,8 +49,10 @@ LogSink = Callable[[str, str, bytes], None]
 
 # CRIU options for every checkpoint and restore, through runc's org.criu.config
 # annotation. tcp-close: established TCP connections come back closed (the
-# peer is gone anyway); listening sockets are restored listening.
-CRIU_OPTIONS = ["tcp-close"]
+# peer is gone anyway); listening sockets are restored listening. empty-ns net:
+# the run's network namespace is made afresh on restore, by runc and the
+# agent's hook, rather than restored with the addresses of the dumping host.
+CRIU_OPTIONS = ["tcp-close", "empty-ns net"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +71,12 @@ class AgentConfig:
     """Seconds a suspend's image, on local disk once the task is gone, is uploaded again while the store is down."""
     extra_ro_binds: tuple[str, ...] = ()
     """More host paths bound read-only at the same path (they must be world-traversable)."""
+    network: str = "egress"
+    """Network mode of a run whose task names none: egress, none or host (agent/_netns.py)."""
+    run_network: str = DEFAULT_SUBNET
+    """IPv4 network the agent takes each egress run's /30 from (shared by the agents of a host)."""
+    allow_host_network: bool = False
+    """Whether a task may ask for the host's network (giving up network isolation)."""
 
 
 @dataclass(kw_only=True)
@@ -133,6 +142,9 @@ class ContainerManager:
         # Every container of this agent lives under one cgroup, which lease fencing freezes as a whole
         # (agent/_fence.py); the key tells apart the agents of one host (each has its own state directory).
         self.cgroup_parent = "torpor/" + hashlib.sha256(str(self.state.resolve()).encode()).hexdigest()[:12]
+        self.networks = NetworkPool(config.run_network)
+        self._nets: dict[str, RunNetwork] = {}
+        check_mode(config.network)
         self.criu_config = self.state / "criu" / "torpor.conf"
         self.criu_config.write_text("".join(f"{opt}\n" for opt in CRIU_OPTIONS))
 
@@ -150,8 +162,17 @@ class ContainerManager:
     def _new_id(self, run_id: str) -> str:
         return f"{run_id}.{uuid.uuid4().hex[:8]}"
 
+    def _network(self, container_id: str, mode: str | None) -> RunNetwork:
+        mode = check_mode(mode or self.config.network)
+        if mode == "host" and not self.config.allow_host_network:
+            raise ConfigError("the task asks for network='host', which gives up network isolation, and this agent "
+                              "does not allow it: start the agent with --allow-host-network, or use 'egress' or 'none'")
+        net = self.networks.create(mode)
+        self._nets[container_id] = net
+        return net
+
     def _spec(self, run_id: str, container_id: str, args: list[str], app_dir: Path | None,
-              env: dict[str, str] | None, limits: Limits) -> ContainerSpec:
+              env: dict[str, str] | None, limits: Limits, network: str | None) -> ContainerSpec:
         if app_dir is None:
             # Every container has the same mount set, so any checkpoint restores
             # into any bundle: no code means an empty, read-only /app.
@@ -163,6 +184,7 @@ class ContainerManager:
         # The task's user (HOST_ID_BASE + uid inside) connects to the socket.
         os.chown(socket_dir, HOST_ID_BASE + 1000, HOST_ID_BASE + 1000)
         os.chmod(socket_dir, 0o770)
+        net = self._network(container_id, network)
         return ContainerSpec(
             args=args,
             socket_dir=socket_dir,
@@ -172,6 +194,7 @@ class ContainerManager:
             ro_binds=self.config.extra_ro_binds,
             limits=limits,
             cgroups_path=f"/{self.cgroup_parent}/{container_id}",
+            net_hook=self._write_net_hook(container_id, net),
         )
 
     # -- log pipes -------------------------------------------------------------
@@ -227,10 +250,18 @@ class ContainerManager:
     # -- operations ------------------------------------------------------------
 
     def start(self, *, run_id: str, args: list[str], app_dir: Path | None = None, env: dict[str, str] | None = None,
-              limits: Limits = Limits(), before_launch: Callable[[Path], None] | None = None) -> Container:
-        """Start a container; ``before_launch(socket_dir)`` runs once its socket directory exists."""
+              limits: Limits = Limits(), before_launch: Callable[[Path], None] | None = None,
+              network: str | None = None) -> Container:
+        """Start a container; ``before_launch(socket_dir)`` runs once its socket directory exists.
+
+        ``network``: egress, none or host (default: the agent's); the container gets a namespace of its own.
+        """
         container_id = self._new_id(run_id)
-        spec = self._spec(run_id, container_id, args, app_dir, env, limits)
+        try:
+            spec = self._spec(run_id, container_id, args, app_dir, env, limits, network)
+        except BaseException:
+            self._release_network(container_id)
+            raise
         if before_launch is not None:
             before_launch(spec.socket_dir)
         bundle = write_bundle(self.state / "containers" / container_id, spec, criu_config=self.criu_config)
@@ -255,7 +286,8 @@ class ContainerManager:
         work_dir = image_dir.with_name(image_dir.name + ".work")
         t0 = time.monotonic()
         meta = dict(run_id=container.run_id, checkpoint_id=checkpoint_id, kind=kind, criu_version=self.criu.version,
-                    deployment_version=deployment_version, parent=parent, dump_log=work_dir / "dump.log")
+                    deployment_version=deployment_version, parent=parent, dump_log=work_dir / "dump.log",
+                    network=net.mode if (net := self._nets.get(container.id)) else "host")
         try:
             proc = self.runc.start_checkpoint(container.id, image_dir=image_dir, work_dir=work_dir,
                                               leave_running=leave_running)
@@ -369,8 +401,14 @@ class ContainerManager:
             log.warning("could not upload the failed CRIU log of %s", checkpoint_id, exc_info=True)
 
     def restore(self, manifest: Manifest | str, *, app_dir: Path | None = None, limits: Limits = Limits(),
-                progress: Progress | None = None, before_launch: Callable[[Path], None] | None = None) -> Container:
-        """Download, verify and restore a checkpoint under a new container id and bundle."""
+                progress: Progress | None = None, before_launch: Callable[[Path], None] | None = None,
+                network: str | None = None) -> Container:
+        """Download, verify and restore a checkpoint under a new container id and bundle.
+
+        The container gets a fresh namespace of the mode the checkpoint was taken in (``network`` for a
+        checkpoint that does not say): its listening sockets listen again there, its connections to the
+        outside come back closed.
+        """
         if isinstance(manifest, str):
             manifest = read_manifest(self.store, manifest)
         run_id = manifest.run_id
@@ -384,7 +422,12 @@ class ContainerManager:
             # 0711 parent keeps their names unlistable, and they are removed
             # as soon as the restore is done.
             os.chmod(image_dir, 0o755)
-            spec = self._spec(run_id, container_id, ["/bin/false"], app_dir, None, limits)
+            try:
+                spec = self._spec(run_id, container_id, ["/bin/false"], app_dir, None, limits,
+                                  manifest.network or network)
+            except BaseException:
+                self._release_network(container_id)
+                raise
             if before_launch is not None:
                 before_launch(spec.socket_dir)
             bundle = write_bundle(self.state / "containers" / container_id, spec, criu_config=self.criu_config)
@@ -411,12 +454,38 @@ class ContainerManager:
         self._cleanup(container.id, container.bundle, container.socket_dir)
         return code
 
+    def _write_net_hook(self, container_id: str, net: RunNetwork) -> str | None:
+        if not net.isolated:
+            return None
+        bundle = self.state / "containers" / container_id  # removed with it
+        bundle.mkdir(parents=True, exist_ok=True)
+        hook = bundle / "net-hook.sh"
+        hook.write_text(net.hook_script())
+        return str(hook)
+
+    def network_of(self, container: Container) -> RunNetwork | None:
+        return self._nets.get(container.id)
+
+    def release_networks(self) -> None:
+        """Remove every network namespace this manager still holds (its containers are gone)."""
+        for container_id in list(self._nets):
+            self._release_network(container_id)
+
+    def _release_network(self, container_id: str) -> None:
+        net = self._nets.pop(container_id, None)
+        if net is not None:
+            try:
+                self.networks.release(net)
+            except Exception:  # a leftover is removed when its index is next claimed
+                log.warning("could not remove the network of %s", container_id, exc_info=True)
+
     def _cleanup(self, container_id: str, bundle: Path, socket_dir: Path) -> None:
         try:
             self.runc.delete(container_id)
         except ContainerError:
             log.warning("runc delete of %s failed", container_id, exc_info=True)
         remove_runc_log(self.runc.root, container_id)
+        self._release_network(container_id)
         shutil.rmtree(bundle, ignore_errors=True)
         shutil.rmtree(socket_dir, ignore_errors=True)
         shutil.rmtree(self.state / "criu" / f"{container_id}.work", ignore_errors=True)

@@ -385,7 +385,8 @@ class Agent:
         try:
             app = self._app_dir(spec)
             slot.container = self.mgr.start(run_id=spec.run.run_id, args=[self.mgr.config.python, *ENTRYPOINT],
-                                            app_dir=app, limits=self._limits(spec), before_launch=self._serve(slot))
+                                            app_dir=app, limits=self._limits(spec), before_launch=self._serve(slot),
+                                            network=spec.settings.network or None)
         except BaseException:
             self._drop(slot)
             raise
@@ -408,7 +409,7 @@ class Agent:
             raise
         try:
             slot.container = self.mgr.restore(body.checkpoint_location, app_dir=app, limits=self._limits(spec),
-                                              before_launch=self._serve(slot))
+                                              before_launch=self._serve(slot), network=spec.settings.network or None)
         except (IntegrityError, NotFoundError, CriuError) as exc:
             # The checkpoint is at fault, not this host: say which, so the coordinator tries an older one.
             self._drop(slot)

@@ -77,8 +77,8 @@ class ContainerSpec:
     """Group the task runs as inside its user namespace."""
     hostname: str = "torpor"
     """Host name seen inside the container."""
-    netns_path: str | None = None
-    """Network namespace the container joins (``/run/netns/...``, made by the agent); None = the host's."""
+    net_hook: str | None = None
+    """A prestart hook script that sets up the container's own network namespace; None = the host's network."""
     cgroups_path: str | None = None
     """The container's cgroup (``/torpor/<agent key>/<container id>``): under its agent's, which fencing freezes."""
 
@@ -175,13 +175,15 @@ def make_config(spec: ContainerSpec, *, criu_config: Path | None = None) -> dict
         },
         "mounts": mounts,
         "annotations": annotations,
+        **({"hooks": {"prestart": [{"path": "/bin/sh", "args": ["sh", spec.net_hook], "timeout": 30}]}}
+           if spec.net_hook else {}),
         "linux": {
             **({"cgroupsPath": spec.cgroups_path} if spec.cgroups_path else {}),
             "resources": resources,
-            # The network namespace is the agent's to make (see _netns.py); without
+            # A network namespace of its own, set up by the hook (agent/_netns.py); without
             # one the task shares the host's network ("host" mode).
             "namespaces": [{"type": t} for t in ("user", "pid", "ipc", "uts", "mount")]
-            + ([{"type": "network", "path": spec.netns_path}] if spec.netns_path else []),
+            + ([{"type": "network"}] if spec.net_hook else []),
             "uidMappings": [{"containerID": 0, "hostID": HOST_ID_BASE, "size": ID_RANGE}],
             "gidMappings": [{"containerID": 0, "hostID": HOST_ID_BASE, "size": ID_RANGE}],
             "maskedPaths": [

@@ -80,6 +80,8 @@ class Manifest:
     files: list[FileEntry]
     dump_log_key: str | None = None
     timings_ms: dict[str, int] = field(default_factory=dict)
+    network: str = ""
+    """The run's network mode (egress, none, host; "" before it was recorded): a restore gets a fresh one."""
     format: int = MANIFEST_FORMAT
 
     @property
@@ -250,7 +252,8 @@ def finish_archive(archive: ArchiveWriter, image_dir: Path, archived: dict[str, 
 
 def write_manifest(store: Store, archive: ArchiveWriter, size: int, sha256: str, *, run_id: str, checkpoint_id: str,
                    kind: str, criu_version: str, deployment_version: str, parent: str | None = None,
-                   dump_log: Path | None = None, timings_ms: dict[str, int] | None = None) -> Manifest:
+                   dump_log: Path | None = None, timings_ms: dict[str, int] | None = None,
+                   network: str = "") -> Manifest:
     prefix = checkpoint_prefix(run_id, checkpoint_id)
     dump_log_key = None
     if dump_log is not None and dump_log.exists():
@@ -261,7 +264,7 @@ def write_manifest(store: Store, archive: ArchiveWriter, size: int, sha256: str,
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(), criu_version=criu_version,
         deployment_version=deployment_version, parent=parent, archive_key=archive.key, archive_size=size,
         archive_sha256=sha256, raw_bytes=sum(f.size for f in archive.files), files=list(archive.files),
-        dump_log_key=dump_log_key, timings_ms=dict(timings_ms or {}),
+        dump_log_key=dump_log_key, timings_ms=dict(timings_ms or {}), network=network,
     )
     store.put_bytes(manifest.key, manifest.to_json())
     return manifest
@@ -273,7 +276,8 @@ def archive_key(run_id: str, checkpoint_id: str) -> str:
 
 def upload_image(store: Store, image_dir: Path, *, run_id: str, checkpoint_id: str, kind: str, criu_version: str,
                  deployment_version: str, parent: str | None = None, dump_log: Path | None = None,
-                 timings_ms: dict[str, int] | None = None, progress: Progress | None = None) -> Manifest:
+                 timings_ms: dict[str, int] | None = None, progress: Progress | None = None,
+                 network: str = "") -> Manifest:
     """Archive a finished image directory and write its manifest last."""
     started = time.monotonic()
     archive = ArchiveWriter(store, archive_key(run_id, checkpoint_id), progress=progress)
@@ -286,7 +290,7 @@ def upload_image(store: Store, image_dir: Path, *, run_id: str, checkpoint_id: s
     timings = {**(timings_ms or {}), "upload": int((time.monotonic() - started) * 1000)}
     return write_manifest(store, archive, size, sha, run_id=run_id, checkpoint_id=checkpoint_id, kind=kind,
                           criu_version=criu_version, deployment_version=deployment_version, parent=parent,
-                          dump_log=dump_log, timings_ms=timings)
+                          dump_log=dump_log, timings_ms=timings, network=network)
 
 
 class _Prefetch:

@@ -74,9 +74,21 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
               help="Kill this agent's containers when it stops (torpor dev). Either way, an agent that starts "
                    "kills the containers a previous instance left behind: the coordinator restores those runs "
                    "from their latest checkpoint, so no run ever has two live copies.")
+@click.option("--network", "network", envvar="TORPOR_NETWORK", type=click.Choice(["egress", "none", "host"]),
+              default="egress", show_default=True,
+              help="Network of a run whose task names none (@task(network=...)): egress = outbound connections "
+                   "through NAT, nothing on this host nor other runs; none = its own loopback only; host = this "
+                   "host's network, no isolation (needs --allow-host-network). [env TORPOR_NETWORK]")
+@click.option("--run-network", envvar="TORPOR_RUN_NETWORK", default="10.213.0.0/16", show_default=True,
+              help="IPv4 network each egress run gets a /30 of; the same on every agent of a host, and not used "
+                   "anywhere else on it. [env TORPOR_RUN_NETWORK]")
+@click.option("--allow-host-network", envvar="TORPOR_ALLOW_HOST_NETWORK", is_flag=True,
+              help="Let tasks ask for network='host' (they then reach everything this host reaches, its "
+                   "loopback services included). [env TORPOR_ALLOW_HOST_NETWORK]")
 def agent(coordinator: str, join_token: str | None, join_token_file: str | None, name: str, slots: int, state_dir: Path,
           store: str, labels: tuple[str, ...], suspend_threshold: float, criu: str | None, image_dir: Path | None,
-          dump_timeout: float, python_bin: str, tls_ca: str | None, stop_runs_on_exit: bool) -> None:
+          dump_timeout: float, python_bin: str, tls_ca: str | None, stop_runs_on_exit: bool, network: str,
+          run_network: str, allow_host_network: bool) -> None:
     """Run the agent of this host: executes runs in containers, snapshots them with CRIU.
 
     Needs root, runc and CRIU >= 4.2 (run `torpor doctor` first). Containers
@@ -109,7 +121,8 @@ def agent(coordinator: str, join_token: str | None, join_token_file: str | None,
             DaemonConfig(name=name, coordinator=coordinator, join_token=join_token, slots=slots, labels=_labels(labels),
                          suspend_threshold=suspend_threshold, tls_ca=Path(tls_ca).read_bytes() if tls_ca else None),
             containers=AgentConfig(state_dir=state_dir, python=python_bin, image_dir=image_dir,
-                                   dump_timeout=dump_timeout),
+                                   dump_timeout=dump_timeout, network=network, run_network=run_network,
+                                   allow_host_network=allow_host_network),
             runc=Runc(root=state_dir / "runc", criu=criu_info),
             store=st,
         )

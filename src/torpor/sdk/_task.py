@@ -9,6 +9,8 @@ from typing import Any, Callable, Sequence
 
 from torpor._errors import ConfigError, ErrorCode, TorporError
 
+NETWORK_MODES = ("egress", "none", "host")
+
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 _REGISTRY: dict[str, "Task"] = {}
 
@@ -69,6 +71,7 @@ class TaskDefinition:
     checkpoint_every: float | None
     memory_mb: int | None
     cpus: float | None
+    network: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +91,7 @@ class TaskDefinition:
             "checkpoint_every": self.checkpoint_every or 0,
             "memory_bytes": (self.memory_mb or 0) << 20,
             "cpus": self.cpus or 0,
+            "network": self.network or "",
         }
 
 
@@ -181,12 +185,16 @@ def task(
     checkpoint_every: float | None = None,
     memory_mb: int | None = None,
     cpus: float | None = None,
+    network: str | None = None,
 ) -> Callable[[Callable[[Any], Any]], Task]:
     """Declare a task. Options are checked when the module is imported.
 
     ``max_duration``: seconds of execution per attempt (waits excluded).
     ``queue``/``concurrency_limit``: at most that many runs of the queue at once.
     ``checkpoint_every``: seconds between leave-running checkpoints (crash recovery points).
+    ``network``: ``"egress"`` (outbound connections only; nothing on the host nor other runs),
+    ``"none"`` (its own loopback only) or ``"host"`` (the host's network; the agent must allow it).
+    Default: the agent's (egress unless its operator chose otherwise).
     """
     if not isinstance(id, str) or not _ID.match(id):
         raise ConfigError(f"task id {id!r}: use 1-128 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit")
@@ -196,6 +204,8 @@ def task(
     for name, ivalue in (("concurrency_limit", concurrency_limit), ("memory_mb", memory_mb)):
         if ivalue is not None and (not isinstance(ivalue, int) or ivalue <= 0):
             raise ConfigError(f"task {id!r}: {name}={ivalue!r} must be a positive integer (or None)")
+    if network is not None and network not in NETWORK_MODES:
+        raise ConfigError(f"task {id!r}: network={network!r}: use one of {', '.join(map(repr, NETWORK_MODES))} (or None)")
     if retry is not None and not isinstance(retry, Retry):
         raise ConfigError(f"task {id!r}: retry must be a torpor.Retry, not {type(retry).__name__}")
 
@@ -213,6 +223,7 @@ def task(
             checkpoint_every=checkpoint_every,
             memory_mb=memory_mb,
             cpus=cpus,
+            network=network,
         )
         existing = _REGISTRY.get(id)
         if existing is not None and (existing.definition.module, existing.definition.function) != (

@@ -118,3 +118,28 @@ def short_waits(payload):
         count += 1
         wait.for_(seconds=1)
     return {"started": started, "count": count, "attempt": context().attempt}
+
+
+def _probe(target):
+    import socket
+
+    host, port = target.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return "connected"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+@task(id="net-probe")
+def net_probe(payload):
+    """Tries to connect to each "host:port" of payload["targets"]; says what happened to each."""
+    return {t: _probe(t) for t in payload["targets"]}
+
+
+@task(id="host-net", network="host")
+def host_net(payload):
+    """Asks for the host's network (agents refuse it unless started with --allow-host-network)."""
+    return "ran"

@@ -2,7 +2,7 @@
 
 Each step is sent, before the task goes on, to the ledger listener of the
 host the task runs on (127.0.0.1:LEDGER inside the agent's network
-namespace), and kept in the task's memory, which is returned as the run's
+namespace, hence network="host" and the agents' --allow-host-network), and kept in the task's memory, which is returned as the run's
 output. The ledger sees every copy that ever ran; the output is the history
 of the copy that finished, as it inherited it through its checkpoints.
 
@@ -74,7 +74,7 @@ class Steps:
                 "ballast_intact": hashlib.sha256(self.ballast).hexdigest() == self.sha}
 
 
-@task(id="ckpt-loop")
+@task(id="ckpt-loop", network="host")
 def ckpt_loop(payload):
     """torpor.checkpoint() after every step."""
     s = Steps(payload)
@@ -85,7 +85,7 @@ def ckpt_loop(payload):
     return s.result()
 
 
-@task(id="short-waits", checkpoint_every=1.0)
+@task(id="short-waits", checkpoint_every=1.0, network="host")
 def short_waits(payload):
     """Short in-place waits (under the agent's suspend threshold); periodic checkpoints catch it inside them."""
     s = Steps(payload)
@@ -95,7 +95,7 @@ def short_waits(payload):
     return s.result()
 
 
-@task(id="long-wait")
+@task(id="long-wait", network="host")
 def long_wait(payload):
     """Steps, one long wait (the run suspends to a snapshot), more steps."""
     s = Steps(payload)
@@ -108,7 +108,7 @@ def long_wait(payload):
     return s.result()
 
 
-@task(id="counter", checkpoint_every=1.0)
+@task(id="counter", checkpoint_every=1.0, network="host")
 def counter(payload):
     """Counts, with a periodic checkpoint every second."""
     s = Steps(payload)

@@ -36,14 +36,15 @@ def state_dir() -> Iterator[Path]:
 class Agent:
     """A ContainerManager plus cleanup of every container it made, by id."""
 
-    def __init__(self, state: Path, store: Store, name: str) -> None:
+    def __init__(self, state: Path, store: Store, name: str, **config: object) -> None:
         try:
             criu = find_criu()
         except ConfigError as exc:
             need(False, f"{exc}")
             raise
         self.runc = Runc(root=state / f"runc-{name}", criu=criu)
-        self.mgr = ContainerManager(AgentConfig(state_dir=state / name), runc=self.runc, store=store)
+        config_ = AgentConfig(state_dir=state / name, **config)  # type: ignore[arg-type]
+        self.mgr = ContainerManager(config_, runc=self.runc, store=store)
         self.containers = []
 
     def start(self, **kw):
@@ -65,6 +66,7 @@ class Agent:
                     c.proc.kill()
         for st in self.runc.list():
             self.runc.delete(st.id)
+        self.mgr.release_networks()
         Freezer(self.mgr.cgroup_parent).remove()  # the agent's (now empty) cgroups
 
 
@@ -73,8 +75,8 @@ def make_agent(state_dir: Path) -> Iterator:
     _need_parts()
     made: list[Agent] = []
 
-    def make(store: Store, name: str = "a1") -> Agent:
-        agent = Agent(state_dir, store, name)
+    def make(store: Store, name: str = "a1", **config: object) -> Agent:
+        agent = Agent(state_dir, store, name, **config)
         made.append(agent)
         return agent
 

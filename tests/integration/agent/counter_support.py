@@ -10,13 +10,19 @@ COUNTER = ["/usr/bin/python3", "/app/counter_task.py"]
 """The container command that runs it."""
 
 
-def counter_app(state_dir: Path) -> Path:
-    """``state_dir/app`` with counter_task.py, readable by the task's user."""
+def app_with(state_dir: Path, *names: str) -> Path:
+    """``state_dir/app`` holding these files of this directory, readable by the task's user."""
     app = state_dir / "app"
     app.mkdir(exist_ok=True)
-    shutil.copy(HERE / "counter_task.py", app / "counter_task.py")
+    for name in names:
+        shutil.copy(HERE / name, app / name)
     app.chmod(0o755)
     return app
+
+
+def counter_app(state_dir: Path) -> Path:
+    """``state_dir/app`` with counter_task.py."""
+    return app_with(state_dir, "counter_task.py")
 
 
 def count(agent, run_id: str) -> int:  # type: ignore[no-untyped-def]

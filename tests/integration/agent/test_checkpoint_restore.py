@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import assert_eventually, free_port
+from helpers import assert_eventually, free_port, in_netns
 from torpor._errors import IntegrityError
 
 HERE = Path(__file__).resolve().parent
@@ -29,13 +29,16 @@ def app_dir(state_dir: Path) -> Path:
     return d
 
 
-def ask(port: int) -> dict:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"report\n")
-        chunks = []
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
-    return json.loads(b"".join(chunks))
+def ask(port: int, pid: int | None = None) -> dict:
+    """The task's report, from its server on 127.0.0.1:port (in the network namespace of container ``pid``)."""
+    def talk() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"report\n")
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+    return json.loads(in_netns(pid, talk) if pid is not None else talk())
 
 
 def log_text(agent, run_id: str) -> str:
@@ -54,7 +57,7 @@ def test_all_state_survives_stop_checkpoint_and_restore_elsewhere(make_agent, an
     c = a1.start(run_id="run-state", args=["/usr/bin/python3", "/app/stateful_task.py"], app_dir=app_dir,
                  env={"PORT": str(port)})
     assert_eventually(lambda: "ready" in log_text(a1, "run-state"), timeout=60)
-    before = ask(port)
+    before = ask(port, c.pid)
     assert before["heap_len"] == 200 << 20 and before["heap_sha_now"] == before["heap_sha"]
     assert before["threads"] == 3 and before["child_alive"] and before["uid"] == 1000
 
@@ -67,11 +70,12 @@ def test_all_state_survives_stop_checkpoint_and_restore_elsewhere(make_agent, an
     assert manifest.archive_size < 0.6 * manifest.raw_bytes  # the repetitive half compresses away
     assert manifest.criu_version.startswith("4.")
     with pytest.raises(OSError):
-        ask(port)  # nothing listens while the run is a snapshot
+        ask(port)  # nothing listens while the run is a snapshot (nor on the host, ever: it has a namespace)
 
     r = a2.restore(manifest.key, app_dir=app_dir)
     assert r.id != c.id and r.bundle != c.bundle
-    after = assert_eventually(lambda: ask(port), timeout=30)
+    # In a fresh network namespace, where the restored listener listens again.
+    after = assert_eventually(lambda: ask(port, r.pid), timeout=30)
     assert after["pid"] == before["pid"]
     assert after["heap_sha_now"] == before["heap_sha"]  # 200 MB of memory came back intact
     assert after["threads"] == 3
@@ -79,7 +83,7 @@ def test_all_state_survives_stop_checkpoint_and_restore_elsewhere(make_agent, an
     assert after["file_content"] == "line one\nline two\n" and after["file_offset"] == 5
     assert after["child_pid"] == before["child_pid"] and after["child_alive"]
     # ...and the threads keep counting after the restore.
-    assert_eventually(lambda: ask(port)["counters"]["a"] > after["counters"]["a"] + 10, timeout=10)
+    assert_eventually(lambda: ask(port, r.pid)["counters"]["a"] > after["counters"]["a"] + 10, timeout=10)
 
 
 def test_established_connection_comes_back_closed_and_listener_listens(make_agent, file_store, app_dir):
@@ -89,9 +93,11 @@ def test_established_connection_comes_back_closed_and_listener_listens(make_agen
     accepted: list[socket.socket] = []
     threading.Thread(target=lambda: accepted.append(outside.accept()[0]), daemon=True).start()
     port = free_port()
-    agent = make_agent(file_store)
+    # The server "outside" is on the host's loopback: host network, which the agent must allow.
+    agent = make_agent(file_store, allow_host_network=True)
     c = agent.start(run_id="run-tcp", args=["/usr/bin/python3", "/app/stateful_task.py"], app_dir=app_dir,
-                    env={"PORT": str(port), "HEAP_MB": "2", "OUTSIDE_PORT": str(outside.getsockname()[1])})
+                    env={"PORT": str(port), "HEAP_MB": "2", "OUTSIDE_PORT": str(outside.getsockname()[1])},
+                    network="host")
     assert_eventually(lambda: "ready" in log_text(agent, "run-tcp"), timeout=30)
     assert ask(port)["outside"] == "open"
     manifest = agent.mgr.checkpoint(c)
