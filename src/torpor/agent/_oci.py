@@ -28,6 +28,7 @@ TASK_UID = 1000
 HOST_ID_BASE = 100_000
 ID_RANGE = 65_536
 _MERGED_USR_LINKS = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}
+_TMPFS_MODES = {"/tmp": 0o1777, WORK_DIR: 0o700}
 
 # Syscalls a task never needs and that widen the attack surface; the same
 # spirit as the default profiles of container engines, as a deny list so new
@@ -106,6 +107,10 @@ def make_rootfs(rootfs: Path, extra_mountpoints: tuple[str, ...] = ()) -> None:
         link = rootfs / name
         if not link.is_symlink():
             link.symlink_to(target)
+    # runc (1.1) gives a tmpfs the mode of the directory it is mounted on, whatever its mode= option says:
+    # without these /tmp would be 0755 and owned by the namespace's root, so not writable by the task.
+    for d, mode in _TMPFS_MODES.items():
+        os.chmod(rootfs / d.lstrip("/"), mode)
 
 
 def make_config(spec: ContainerSpec, *, criu_config: Path | None = None) -> dict[str, object]:
