@@ -56,6 +56,6 @@ def test_hardening_and_memory_limit(make_agent, file_store, state_dir):
     # Each tmpfs has the mode its mount asks for (runc 1.1 would give it its mount point's mode).
     assert report["tmp_modes"] == {"/tmp": "0o1777", "/workspace": "0o700", "/dev/shm": "0o1777"}
     assert report["tmp_write"] == {"/tmp": "ok", "/workspace": "ok", "/dev/shm": "ok"}
-    assert report["unshare"] == 1 and report["mount"] == 1  # EPERM from the seccomp deny-list
+    assert report["unshare"] == 1 and report["mount"] == 1  # EPERM from the seccomp profile
     # 200 MB against a 64 MB limit: the kernel kills it.
     assert "survived" not in out and code == 137, (code, out)
