@@ -1,4 +1,4 @@
-"""The hostile tasks the agent-layer tests run (hostile_task.py) and what they must see."""
+"""The hostile tasks the agent-layer tests run (hostile_task.py, hog_task.py) and what they must see."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from counter_support import counter_app
 HERE = Path(__file__).resolve().parent
 HOSTILE = ["/usr/bin/python3", "/app/hostile_task.py"]
 """Tries refused syscalls, then ordinary work; ROUNDS=0 for ever, TARGET_PID another run's process to ptrace."""
+HOG = ["/usr/bin/python3", "/app/hog_task.py"]
+"""HOG=bomb forks until refused; HOG=fill fills its tmpfs mounts until ENOSPC."""
 
 REFUSED = {
     "unshare(CLONE_NEWUSER)": "EPERM", "unshare(CLONE_NEWNET)": "EPERM",
@@ -32,9 +34,9 @@ WORK = {"threads": "ok", "subprocess": "ok", "fork": "ok", "asyncio": "ok", "soc
 
 
 def hostile_app(state_dir: Path) -> Path:
-    """``state_dir/app`` with the counter and hostile_task.py."""
+    """``state_dir/app`` with the counter, hostile_task.py and hog_task.py."""
     app = counter_app(state_dir)
-    for name in ("hostile_task.py",):
+    for name in ("hostile_task.py", "hog_task.py"):
         shutil.copy(HERE / name, app / name)
     return app
 
