@@ -27,6 +27,7 @@ from torpor.agent._netns import DEFAULT_SUBNET, NetworkPool, RunNetwork, check_m
 from torpor.agent._oci import HOST_ID_BASE, ContainerSpec, Limits, write_bundle
 from torpor.agent._runc import Runc, remove_runc_log, runc_log_path, wait_started
 from torpor.agent._runtime_dir import prepare_runtime_dir
+from torpor.agent._seccomp import task_seccomp
 from torpor.agent._snapshot import (
     ArchiveWriter,
     Manifest,
@@ -147,6 +148,7 @@ class ContainerManager:
         check_mode(config.network)
         self.criu_config = self.state / "criu" / "torpor.conf"
         self.criu_config.write_text("".join(f"{opt}\n" for opt in CRIU_OPTIONS))
+        task_seccomp()  # an unusable seccomp profile stops the agent here, not each run at its start
 
     @property
     def criu(self) -> CriuInfo:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from torpor.agent._runtime_dir import RUNTIME_DIR
+from torpor.agent._seccomp import task_seccomp
 
 # Fixed paths inside every container.
 APP_DIR = "/app"
@@ -28,19 +29,7 @@ TASK_UID = 1000
 HOST_ID_BASE = 100_000
 ID_RANGE = 65_536
 _MERGED_USR_LINKS = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}
-
-# Syscalls a task never needs and that widen the attack surface; the same
-# spirit as the default profiles of container engines, as a deny list so new
-# syscalls of the runtime's Python keep working.
-_DENIED_SYSCALLS = [
-    "acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "create_module", "delete_module",
-    "finit_module", "fsconfig", "fsmount", "fsopen", "fspick", "get_kernel_syms", "init_module",
-    "ioperm", "iopl", "kexec_file_load", "kexec_load", "keyctl", "lookup_dcookie", "mount",
-    "mount_setattr", "move_mount", "nfsservctl", "open_by_handle_at", "open_tree", "perf_event_open",
-    "pivot_root", "process_vm_readv", "process_vm_writev", "ptrace", "query_module", "quotactl",
-    "reboot", "request_key", "setns", "settimeofday", "stime", "swapoff", "swapon", "syslog",
-    "umount", "umount2", "unshare", "uselib", "userfaultfd", "ustat", "vm86", "vm86old",
-]
+_TMPFS_MODES = {"/tmp": 0o1777, WORK_DIR: 0o700}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,6 +95,10 @@ def make_rootfs(rootfs: Path, extra_mountpoints: tuple[str, ...] = ()) -> None:
         link = rootfs / name
         if not link.is_symlink():
             link.symlink_to(target)
+    # runc (1.1) gives a tmpfs the mode of the directory it is mounted on, whatever its mode= option says:
+    # without these /tmp would be 0755 and owned by the namespace's root, so not writable by the task.
+    for d, mode in _TMPFS_MODES.items():
+        os.chmod(rootfs / d.lstrip("/"), mode)
 
 
 def make_config(spec: ContainerSpec, *, criu_config: Path | None = None) -> dict[str, object]:
@@ -191,11 +184,8 @@ def make_config(spec: ContainerSpec, *, criu_config: Path | None = None) -> dict
                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
             ],
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
-            "seccomp": {
-                "defaultAction": "SCMP_ACT_ALLOW",
-                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-                "syscalls": [{"names": _DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
-            },
+            # Docker's default profile, narrowed (agent/_seccomp.py); CRIU saves and restores it with the task.
+            "seccomp": task_seccomp(),
         },
     }
 

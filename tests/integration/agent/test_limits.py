@@ -17,6 +17,15 @@ try:
     report["root_writable"] = True
 except OSError:
     report["root_writable"] = False
+report["tmp_write"] = {}
+for d in ("/tmp", "/workspace", "/dev/shm"):
+    try:
+        with open(d + "/probe", "w") as f:
+            f.write("x")
+        report["tmp_write"][d] = "ok"
+    except OSError as exc:
+        report["tmp_write"][d] = exc.strerror
+report["tmp_modes"] = {d: oct(os.stat(d).st_mode & 0o7777) for d in ("/tmp", "/workspace", "/dev/shm")}
 import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
 rc = libc.unshare(0x10000000)  # CLONE_NEWUSER
@@ -44,6 +53,9 @@ def test_hardening_and_memory_limit(make_agent, file_store, state_dir):
     assert report["uid"] == 1000
     assert int(report["caps"], 16) == 0 and report["nnp"] == "1"
     assert report["root_writable"] is False
-    assert report["unshare"] == 1 and report["mount"] == 1  # EPERM from the seccomp deny-list
+    # Each tmpfs has the mode its mount asks for (runc 1.1 would give it its mount point's mode).
+    assert report["tmp_modes"] == {"/tmp": "0o1777", "/workspace": "0o700", "/dev/shm": "0o1777"}
+    assert report["tmp_write"] == {"/tmp": "ok", "/workspace": "ok", "/dev/shm": "ok"}
+    assert report["unshare"] == 1 and report["mount"] == 1  # EPERM from the seccomp profile
     # 200 MB against a 64 MB limit: the kernel kills it.
     assert "survived" not in out and code == 137, (code, out)
