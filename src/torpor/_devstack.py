@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from torpor._devsecrets import private_dir, read_or_create, write_private
 from torpor._errors import ConfigError, TorporError
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,8 @@ class DevStack:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.api_key = ""
         self.pg_port = 0
+        self.notes: list[str] = []
+        """What start() changed that the user should hear of (a mode made tighter, say)."""
         self._lock_fd: int | None = None
 
     # -- paths --------------------------------------------------------------------
@@ -212,15 +215,15 @@ class DevStack:
         self.procs.append((name, proc))
         return proc
 
+    @property
+    def secrets_dir(self) -> Path:
+        return self.dir / "secrets"
+
     def _secrets(self) -> None:
-        sec = self.dir / "secrets"
-        sec.mkdir(mode=0o700, exist_ok=True)
+        private_dir(self.secrets_dir, self.notes)
         for fname in ("api-keys", "join-tokens"):
-            path = sec / fname
-            if not path.exists():
-                path.write_text(f"tp_{secrets.token_urlsafe(32)}\n")
-                path.chmod(0o600)
-        self.api_key = (sec / "api-keys").read_text().split()[0]
+            read_or_create(self.secrets_dir / fname, lambda: f"tp_{secrets.token_urlsafe(32)}", self.notes)
+        self.api_key = (self.secrets_dir / "api-keys").read_text().split()[0]
 
     def _postgres(self) -> None:
         pg = _pg_bin()
@@ -299,9 +302,7 @@ class DevStack:
         raise TorporError(f"the {what} did not listen on port {port} within {timeout:.0f}s")
 
     def _write_client_env(self) -> None:
-        path = self.dir / "client.env"
-        path.write_text(f"TORPOR_ADDRESS={self.address}\nTORPOR_API_KEY={self.api_key}\n")
-        path.chmod(0o600)
+        write_private(self.dir / "client.env", f"TORPOR_ADDRESS={self.address}\nTORPOR_API_KEY={self.api_key}\n")
 
     # -- running ----------------------------------------------------------------------
 

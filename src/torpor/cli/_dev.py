@@ -61,6 +61,8 @@ def dev(data_dir: Path, port: int, agents: int, slots: int, store_url: str | Non
         signal.signal(sig, lambda *_: done.set())
     stack.start()
     d = stack.dir
+    for note in stack.notes:
+        click.echo(f"note: {note}")
     click.echo(f"torpor dev is running (data in {d})")
     click.echo(f"  postgres     127.0.0.1:{stack.pg_port}   log {d}/logs/postgres.log")
     click.echo(f"  coordinator  {stack.address}   log {d}/logs/coordinator.log")
