@@ -3,18 +3,21 @@
 Everything lives in one data directory: the Postgres cluster, the file store,
 the secrets, and each agent's state. Starting again with the same directory
 picks up where it stopped: runs, suspended ones included, carry on.
+
+Secrets (API key, join token, the Postgres password; _devsecrets.py) are
+files of mode 0600 in DATA_DIR/secrets (0700), generated at the first start.
+A new one (a snapshot key, say) is one more ``read_or_create`` in ``_secrets``
+and is handed to its process as a file path, as ``--api-key-file`` is.
 """
 
 from __future__ import annotations
 
 import fcntl
-import glob
 import hashlib
 import json
 import logging
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from torpor._devpg import DevPostgres
+from torpor._devsecrets import private_dir, read_or_create, write_private
 from torpor._errors import ConfigError, TorporError
 
 log = logging.getLogger(__name__)
@@ -46,13 +51,6 @@ class DevConfig:
     """Interpreter that runs the coordinator and agents."""
     extra_env: dict[str, str] = field(default_factory=dict)
     """Environment for the child processes (S3 credentials, for example)."""
-
-
-def _pg_bin() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4]))
-    if not found:
-        raise ConfigError("PostgreSQL is not installed: apt-get install postgresql (make demo installs it)")
-    return Path(found[-1]).parent
 
 
 def _free_port() -> int:
@@ -126,6 +124,9 @@ class DevStack:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.api_key = ""
         self.pg_port = 0
+        self.notes: list[str] = []
+        """What start() changed that the user should hear of (an upgrade, a mode made tighter)."""
+        self._pg: DevPostgres | None = None
         self._lock_fd: int | None = None
 
     # -- paths --------------------------------------------------------------------
@@ -203,78 +204,51 @@ class DevStack:
             os.close(self._lock_fd)  # closing releases the flock
             self._lock_fd = None
 
-    def _spawn(self, name: str, args: list[str], *, user: str | None = None) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, args: list[str], *, user: str | None = None,
+               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         logf = open(self.dir / "logs" / f"{name}.log", "ab")
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                                env={**os.environ, **self.config.extra_env}, start_new_session=True,
+                                env={**os.environ, **self.config.extra_env, **(env or {})}, start_new_session=True,
                                 user=user, group=user, extra_groups=[] if user else None)
         logf.close()
         self.procs.append((name, proc))
         return proc
 
+    @property
+    def secrets_dir(self) -> Path:
+        return self.dir / "secrets"
+
     def _secrets(self) -> None:
-        sec = self.dir / "secrets"
-        sec.mkdir(mode=0o700, exist_ok=True)
+        private_dir(self.secrets_dir, self.notes)
         for fname in ("api-keys", "join-tokens"):
-            path = sec / fname
-            if not path.exists():
-                path.write_text(f"tp_{secrets.token_urlsafe(32)}\n")
-                path.chmod(0o600)
-        self.api_key = (sec / "api-keys").read_text().split()[0]
+            read_or_create(self.secrets_dir / fname, lambda: f"tp_{secrets.token_urlsafe(32)}", self.notes)
+        self.api_key = (self.secrets_dir / "api-keys").read_text().split()[0]
 
     def _postgres(self) -> None:
-        pg = _pg_bin()
-        data = self.pg_data_dir
-        data.parent.mkdir(parents=True, exist_ok=True)
+        self.pg_data_dir.parent.mkdir(parents=True, exist_ok=True)
+        pg = self._pg = DevPostgres(data=self.pg_data_dir, secrets_dir=self.secrets_dir,
+                                    log_path=self.dir / "logs" / "postgres.log")
+        pg.prepare(self.notes)
         port_file = self.dir / "postgres.port"
-        if not (data / "PG_VERSION").exists():
-            shutil.rmtree(data, ignore_errors=True)
-            data.mkdir(mode=0o700)
-            shutil.chown(data, "postgres", "postgres")
-            out = subprocess.run([str(pg / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8"],
-                                 capture_output=True, text=True, user="postgres", group="postgres", extra_groups=[],
-                                 cwd=data)
-            if out.returncode != 0:
-                raise TorporError(f"initdb failed: {out.stderr.strip()[-1000:]}")
         self.pg_port = int(port_file.read_text()) if port_file.exists() else 0
         if not self.pg_port or not _port_free(self.pg_port):
             self.pg_port = _free_port()
             port_file.write_text(str(self.pg_port))
-        sock_dir = data.parent / "postgres.sock"
-        sock_dir.mkdir(exist_ok=True)
-        shutil.chown(sock_dir, "postgres", "postgres")
-        stale = data / "postmaster.pid"
-        if stale.exists():
-            stale.unlink()  # a previous run was killed; we hold no other server on this directory
-        proc = self._spawn("postgres", [str(pg / "postgres"), "-D", str(data), "-p", str(self.pg_port),
-                                        "-h", "127.0.0.1", "-k", str(sock_dir)], user="postgres")
-        import psycopg
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with psycopg.connect(self._db_url("postgres"), autocommit=True, connect_timeout=2) as conn:
-                    if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'torpor'").fetchone():
-                        conn.execute("CREATE DATABASE torpor")
-                return
-            except psycopg.OperationalError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise TorporError(f"PostgreSQL did not start; see {self.dir}/logs/postgres.log") from None
-                time.sleep(0.2)
-
-    def _db_url(self, db: str = "torpor") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.pg_port}/{db}"
+        pg.wait_ready(self._spawn("postgres", pg.command(self.pg_port), user="postgres"))
 
     def _cli(self) -> list[str]:
         return [self.config.python, "-m", "torpor.cli"]
 
     def _coordinator(self) -> None:
+        assert self._pg is not None
+        # The DSN holds the Postgres password: in the environment (readable by root only), not on the
+        # command line (readable by every user in /proc/PID/cmdline).
         proc = self._spawn("coordinator", [
-            *self._cli(), "coordinator", "--db", self._db_url(), "--listen", self.address, "--store", self.store_url,
-            "--api-key-file", str(self.dir / "secrets" / "api-keys"),
-            "--join-token-file", str(self.dir / "secrets" / "join-tokens"),
+            *self._cli(), "coordinator", "--listen", self.address, "--store", self.store_url,
+            "--api-key-file", str(self.secrets_dir / "api-keys"),
+            "--join-token-file", str(self.secrets_dir / "join-tokens"),
             "--lease", "10", "--heartbeat", "2",
-        ])
+        ], env={"TORPOR_DB": self._pg.url()})
         self._wait_port(self.config.port, proc, "coordinator")
 
     def _agent(self, name: str) -> None:
@@ -282,7 +256,7 @@ class DevStack:
         state.mkdir(parents=True, exist_ok=True)
         self._spawn(name, [
             *self._cli(), "agent", "--name", name, "--coordinator", self.address,
-            "--join-token-file", str(self.dir / "secrets" / "join-tokens"), "--slots", str(self.config.slots),
+            "--join-token-file", str(self.secrets_dir / "join-tokens"), "--slots", str(self.config.slots),
             "--state-dir", str(state), "--store", self.store_url,
             "--suspend-threshold", str(self.config.suspend_threshold), "--stop-runs-on-exit",
         ])
@@ -299,9 +273,7 @@ class DevStack:
         raise TorporError(f"the {what} did not listen on port {port} within {timeout:.0f}s")
 
     def _write_client_env(self) -> None:
-        path = self.dir / "client.env"
-        path.write_text(f"TORPOR_ADDRESS={self.address}\nTORPOR_API_KEY={self.api_key}\n")
-        path.chmod(0o600)
+        write_private(self.dir / "client.env", f"TORPOR_ADDRESS={self.address}\nTORPOR_API_KEY={self.api_key}\n")
 
     # -- running ----------------------------------------------------------------------
 

@@ -36,6 +36,11 @@ def dev(data_dir: Path, port: int, agents: int, slots: int, store_url: str | Non
     `torpor trigger`, `torpor runs show`. Stopping stops everything it
     started, containers included; DATA_DIR keeps the runs for next time.
 
+    Postgres listens on 127.0.0.1 and asks every connection for the password
+    in DATA_DIR/secrets/postgres-password (user postgres); the secrets there
+    and client.env are readable by root only. A DATA_DIR made by an older
+    torpor dev (Postgres trusting local connections) is upgraded at start.
+
     \b
       torpor dev                 in the foreground; Ctrl-C stops it
       torpor dev --detach        in the background; returns once it is ready
@@ -61,8 +66,11 @@ def dev(data_dir: Path, port: int, agents: int, slots: int, store_url: str | Non
         signal.signal(sig, lambda *_: done.set())
     stack.start()
     d = stack.dir
+    for note in stack.notes:
+        click.echo(f"note: {note}")
     click.echo(f"torpor dev is running (data in {d})")
-    click.echo(f"  postgres     127.0.0.1:{stack.pg_port}   log {d}/logs/postgres.log")
+    click.echo(f"  postgres     127.0.0.1:{stack.pg_port}   user postgres, password in {d}/secrets/postgres-password"
+               f"   log {d}/logs/postgres.log")
     click.echo(f"  coordinator  {stack.address}   log {d}/logs/coordinator.log")
     for name in stack.agent_names():
         click.echo(f"  agent        {name} ({slots} slots)   state {stack.agent_state_dir(name)}   log {d}/logs/{name}.log")
