@@ -3,7 +3,8 @@
 #
 #   scripts/setup.sh [base] [criu] [minio] [venv] [link]     (no argument: base criu venv)
 #
-# base  Debian packages: runc, iptables (CRIU locks the network with it),
+# base  Debian packages: runc, iptables (CRIU locks the network with it; agents
+#       firewall the runs' networks with it), iproute2 (runs' veth pairs),
 #       PostgreSQL 15, zstd.
 # criu  a CRIU >= 4.2 that passes `criu check` at $TORPOR_TOOLS/bin/criu (native/).
 # minio the S3 server the tests start, built with `go install` at a pinned

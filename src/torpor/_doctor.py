@@ -101,7 +101,7 @@ def check_iptables() -> Check:
     path = shutil.which("iptables") or ("/usr/sbin/iptables" if os.path.exists("/usr/sbin/iptables") else None)
     if not path:
         return Check(name="iptables", ok=False, detail="iptables not found",
-                     fix="apt-get install iptables (CRIU locks the network with it during a dump)")
+                     fix="apt-get install iptables (CRIU locks the network with it during a dump; agents firewall runs with it)")
     code, out = _run([path, "--version"])
     return Check(name="iptables", ok=code == 0, detail=out.splitlines()[0] if out else path,
                  fix="apt-get install --reinstall iptables")
