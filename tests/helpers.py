@@ -84,3 +84,47 @@ def in_netns(pid: int, fn: Callable[[], T]) -> T:
     if "error" in out:
         raise out["error"]  # type: ignore[misc]
     return out["value"]  # type: ignore[return-value]
+
+
+class ResourceWatch:
+    """Samples a process's RSS and thread count (psutil) until stopped, keeping the peaks.
+
+    ``probe``, if given, is sampled too (the peak of whatever it counts): a
+    test asserts bounds on what a process held, not on how long anything took.
+    """
+
+    def __init__(self, pid: int | None = None, probe: Callable[[], int] | None = None, period: float = 0.05) -> None:
+        import threading
+
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.rss_before = self.proc.memory_info().rss
+        self.threads_before = self.proc.num_threads()
+        self.max_rss = self.rss_before
+        self.max_threads = self.threads_before
+        self.max_probe = 0
+        self._probe = probe
+        self._period = period
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="resource-watch")
+        self._thread.start()
+
+    @property
+    def rss_growth(self) -> int:
+        return self.max_rss - self.rss_before
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):
+            try:
+                self.max_rss = max(self.max_rss, self.proc.memory_info().rss)
+                self.max_threads = max(self.max_threads, self.proc.num_threads())
+            except Exception:  # noqa: BLE001 - the process ended: the peaks so far stand
+                return
+            if self._probe is not None:
+                self.max_probe = max(self.max_probe, self._probe())
+
+    def stop(self) -> "ResourceWatch":
+        self._stop.set()
+        self._thread.join()
+        return self

@@ -56,6 +56,24 @@ class ConfigError(TorporError):
     code = ErrorCode.INVALID_ARGUMENT
 
 
+class LimitExceeded(TorporError):
+    """A bound refused a request: ``what`` went over ``limit`` (the request came to ``actual``).
+
+    Raised in task code when its metadata, result, trigger request or number of
+    children is over what the agent or coordinator accepts; nothing already
+    stored is changed. ``setting`` names the option that changes the limit.
+    """
+
+    code = ErrorCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, *, what: str, limit: int, actual: int, setting: str = "") -> None:
+        super().__init__(message)
+        self.what = what
+        self.limit = limit
+        self.actual = actual
+        self.setting = setting
+
+
 class StoreError(TorporError):
     """The snapshot/bundle store failed (S3 or the local directory)."""
 

@@ -8,6 +8,7 @@ collides with its past self.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -24,6 +25,7 @@ from typing import Callable
 from torpor._errors import ConfigError, ContainerError, StoreError
 from torpor.agent._criu import CriuInfo
 from torpor.agent._netns import DEFAULT_SUBNET, NetworkPool, RunNetwork, check_mode
+from torpor.agent._logs import LogBudget
 from torpor.agent._oci import HOST_ID_BASE, ContainerSpec, Limits, write_bundle
 from torpor.agent._runc import Runc, remove_runc_log, runc_log_path, wait_started
 from torpor.agent._runtime_dir import prepare_runtime_dir
@@ -45,8 +47,9 @@ from torpor.store import Progress, Store
 
 log = logging.getLogger(__name__)
 
-LogSink = Callable[[str, str, bytes], None]
-"""Called with (run_id, "stdout"|"stderr", data) for every chunk a container writes."""
+LogSink = Callable[[str, str, bytes, int], None]
+"""Called with (run_id, "stdout"|"stderr", data, dropped_bytes) for every chunk of a container's output kept;
+``dropped_bytes`` is non-zero for the marker line that stands for output the log budget dropped."""
 
 # CRIU options for every checkpoint and restore, through runc's org.criu.config
 # annotation. tcp-close: established TCP connections come back closed (the
@@ -54,6 +57,8 @@ LogSink = Callable[[str, str, bytes], None]
 # the run's network namespace is made afresh on restore, by runc and the
 # agent's hook, rather than restored with the addresses of the dumping host.
 CRIU_OPTIONS = ["tcp-close", "empty-ns net"]
+# Capacity of each output pipe, and the most the agent reads from one at a time.
+PIPE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,36 +206,62 @@ class ContainerManager:
 
     # -- log pipes -------------------------------------------------------------
 
-    def _pipes(self, run_id: str) -> tuple[list[int], list[threading.Thread]]:
+    def _pipes(self, run_id: str, budget: LogBudget | None) -> tuple[list[int], list[threading.Thread]]:
         write_ends = []
         pumps = []
         for stream in ("stdout", "stderr"):
             r, w = os.pipe()
+            try:  # fewer, bigger reads: a task printing gigabytes costs the agent less CPU
+                fcntl.fcntl(r, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+            except OSError:
+                pass  # over /proc/sys/fs/pipe-max-size: the default 64 KiB works too
             write_ends.append(w)
-            t = threading.Thread(target=self._pump, args=(r, run_id, stream), daemon=True, name=f"log-{stream}-{run_id}")
+            t = threading.Thread(target=self._pump, args=(r, run_id, stream, budget), daemon=True,
+                                 name=f"log-{stream}-{run_id}")
             pumps.append(t)
         return write_ends, pumps
 
-    def _pump(self, fd: int, run_id: str, stream: str) -> None:
+    def _pump(self, fd: int, run_id: str, stream: str, budget: LogBudget | None) -> None:
+        """Copy one output pipe to the run's log file and the sink, within the attempt's log budget.
+
+        Over the budget, output is still read (the task must not block on a
+        full pipe) but neither kept nor sent; a marker line with the count of
+        dropped bytes ends this container's output.
+        """
+        ends_line = True
         with open(self.run_log(run_id, stream), "ab", buffering=0) as out:
+            def emit(data: bytes, dropped: int = 0) -> None:
+                out.write(data)
+                if self.log_sink is not None:
+                    try:
+                        self.log_sink(run_id, stream, data, dropped)
+                    except Exception:  # a failing sink must not stop the copy to disk
+                        log.exception("log sink failed")
+
             while True:
                 try:
-                    data = os.read(fd, 65536)
+                    data = os.read(fd, PIPE_BYTES)
                 except OSError:
                     break
                 if not data:
                     break
-                out.write(data)
-                if self.log_sink is not None:
-                    try:
-                        self.log_sink(run_id, stream, data)
-                    except Exception:  # a failing sink must not stop the copy to disk
-                        log.exception("log sink failed")
+                keep, notice = budget.admit(data, stream) if budget is not None else (data, b"")
+                if keep:
+                    emit(keep)
+                    ends_line = keep.endswith(b"\n")
+                if notice:
+                    emit(notice if ends_line else b"\n" + notice)
+                    ends_line = True
+            dropped = budget.take_dropped(stream) if budget is not None else 0
+            if dropped:
+                marker = budget.marker(dropped)  # type: ignore[union-attr]
+                emit(marker if ends_line else b"\n" + marker, dropped)
         os.close(fd)
 
     def _launch(self, run_id: str, container_id: str, bundle: Path, spawn: Callable[[int, int, Path], subprocess.Popen[bytes]],
-                what: str, criu_log: Path | None, restored_from: str | None, socket_dir: Path) -> Container:
-        (w_out, w_err), pumps = self._pipes(run_id)
+                what: str, criu_log: Path | None, restored_from: str | None, socket_dir: Path,
+                log_budget: LogBudget | None = None) -> Container:
+        (w_out, w_err), pumps = self._pipes(run_id, log_budget)
         pid_file = bundle / "container.pid"
         try:
             proc = spawn(w_out, w_err, pid_file)
@@ -253,10 +284,11 @@ class ContainerManager:
 
     def start(self, *, run_id: str, args: list[str], app_dir: Path | None = None, env: dict[str, str] | None = None,
               limits: Limits = Limits(), before_launch: Callable[[Path], None] | None = None,
-              network: str | None = None) -> Container:
+              network: str | None = None, log_budget: LogBudget | None = None) -> Container:
         """Start a container; ``before_launch(socket_dir)`` runs once its socket directory exists.
 
         ``network``: egress, none or host (default: the agent's); the container gets a namespace of its own.
+        ``log_budget``: the output this container may keep (None: all of it).
         """
         container_id = self._new_id(run_id)
         try:
@@ -271,7 +303,7 @@ class ContainerManager:
         return self._launch(
             run_id, container_id, bundle,
             lambda o, e, pf: self.runc.spawn_run(container_id, bundle, stdout=o, stderr=e, pid_file=pf),
-            f"start of run {run_id}", None, None, spec.socket_dir,
+            f"start of run {run_id}", None, None, spec.socket_dir, log_budget,
         )
 
     def checkpoint(self, container: Container, *, checkpoint_id: str | None = None, kind: str = "suspend",
@@ -404,12 +436,12 @@ class ContainerManager:
 
     def restore(self, manifest: Manifest | str, *, app_dir: Path | None = None, limits: Limits = Limits(),
                 progress: Progress | None = None, before_launch: Callable[[Path], None] | None = None,
-                network: str | None = None) -> Container:
+                network: str | None = None, log_budget: LogBudget | None = None) -> Container:
         """Download, verify and restore a checkpoint under a new container id and bundle.
 
         The container gets a fresh namespace of the mode the checkpoint was taken in (``network`` for a
         checkpoint that does not say): its listening sockets listen again there, its connections to the
-        outside come back closed.
+        outside come back closed. ``log_budget``: the output it may keep (None: all of it).
         """
         if isinstance(manifest, str):
             manifest = read_manifest(self.store, manifest)
@@ -440,7 +472,7 @@ class ContainerManager:
                 lambda o, e, pf: self.runc.spawn_restore(container_id, bundle, image_dir=image_dir, work_dir=work_dir,
                                                          stdout=o, stderr=e, pid_file=pf),
                 f"restore of checkpoint {manifest.checkpoint_id} (run {run_id})", work_dir / "restore.log",
-                manifest.checkpoint_id, spec.socket_dir,
+                manifest.checkpoint_id, spec.socket_dir, log_budget,
             )
         finally:
             _remove_later(image_dir)  # CRIU is done with it; freeing it need not delay the run

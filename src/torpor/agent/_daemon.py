@@ -27,9 +27,11 @@ from torpor._proto.v1 import agent_pb2 as ap
 from torpor._proto.v1 import agent_pb2_grpc as ag
 from torpor._proto.v1 import common_pb2 as cm
 from torpor.agent import _bundle, _hygiene
+from torpor.agent._bounds import AgentBounds
 from torpor.agent._containers import AgentConfig, ContainerManager
 from torpor.agent._fence import Fence, Freezer
 from torpor.agent._fence import now as fence_clock
+from torpor.agent._logs import LogBudget, LogRelay
 from torpor.agent._oci import Limits
 from torpor.agent._outbox import Outbox
 from torpor.agent._runc import Runc
@@ -62,6 +64,8 @@ class DaemonConfig:
     """Seconds a dump waits for the task to close its runtime connections."""
     bundle_ttl: float = 24 * 3600.0
     """Seconds a cached deployment bundle no run here has used is kept before it is removed."""
+    bounds: AgentBounds = field(default_factory=AgentBounds)
+    """What one run may make this agent hold: request sizes, connections, open waits, log bytes."""
 
 
 class Agent:
@@ -71,7 +75,8 @@ class Agent:
         self.mgr = ContainerManager(containers, runc=runc, store=store, log_sink=self._on_log)
         self.runs: dict[str, RunSlot] = {}
         self.lock = threading.RLock()
-        self.outbox = Outbox()
+        self.outbox = Outbox(log_bytes=config.bounds.outbox_log_bytes)
+        self.runtime_gate = threading.BoundedSemaphore(config.bounds.connections_total)  # shared by all runs
         self.pool = ThreadPoolExecutor(max_workers=max(4, config.slots * 2), thread_name_prefix="agent-cmd")
         self.stopped = threading.Event()
         self.connected = threading.Event()
@@ -118,10 +123,10 @@ class Agent:
     def send(self, msg: ap.AgentMessage) -> None:
         self.outbox.send(msg)
 
-    def _on_log(self, run_id: str, stream: str, data: bytes) -> None:
+    def _on_log(self, run_id: str, stream: str, data: bytes, dropped: int = 0) -> None:
         slot = self.runs.get(run_id)
-        if slot is not None:
-            self.send(ap.AgentMessage(log=ap.LogData(run=slot.ref(), stream=stream, data=data, attempt=slot.spec.attempt)))
+        if slot is not None and slot.logs is not None:
+            slot.logs.relay(stream, data, dropped)
 
     def facts(self) -> cm.HostFacts:
         vm = psutil.virtual_memory()
@@ -345,7 +350,8 @@ class Agent:
 
     def _new_slot(self, spec: ap.RunSpec) -> RunSlot:
         slot = RunSlot(spec=spec, send=self.send, suspend_threshold=self.config.suspend_threshold,
-                       request_checkpoint=self._checkpoint_for_task, send_confirmed=self.outbox.send_confirmed)
+                       request_checkpoint=self._checkpoint_for_task, send_confirmed=self.outbox.send_confirmed,
+                       bounds=self.config.bounds, logs=LogRelay(self.outbox.send_log, spec.run, spec.attempt))
         with self.lock:
             old = self.runs.get(spec.run.run_id)
             if old is not None and old.generation >= spec.run.generation:
@@ -358,7 +364,8 @@ class Agent:
     def _serve(self, slot: RunSlot):  # type: ignore[no-untyped-def]
         def before_launch(socket_dir: Path) -> None:
             self._may_launch(slot)
-            slot.server = RuntimeServer(socket_dir, slot.handle, name=slot.run_id)
+            slot.server = RuntimeServer(socket_dir, slot.handle, name=slot.run_id, bounds=self.config.bounds,
+                                        gate=self.runtime_gate)
             slot.server.start()
         return before_launch
 
@@ -386,7 +393,8 @@ class Agent:
             app = self._app_dir(spec)
             slot.container = self.mgr.start(run_id=spec.run.run_id, args=[self.mgr.config.python, *ENTRYPOINT],
                                             app_dir=app, limits=self._limits(spec), before_launch=self._serve(slot),
-                                            network=spec.settings.network or None)
+                                            network=spec.settings.network or None,
+                                            log_budget=LogBudget.of(spec, self.config.bounds))
         except BaseException:
             self._drop(slot)
             raise
@@ -409,7 +417,8 @@ class Agent:
             raise
         try:
             slot.container = self.mgr.restore(body.checkpoint_location, app_dir=app, limits=self._limits(spec),
-                                              before_launch=self._serve(slot), network=spec.settings.network or None)
+                                              before_launch=self._serve(slot), network=spec.settings.network or None,
+                                              log_budget=LogBudget.of(spec, self.config.bounds))
         except (IntegrityError, NotFoundError, CriuError) as exc:
             # The checkpoint is at fault, not this host: say which, so the coordinator tries an older one.
             self._drop(slot)
@@ -513,6 +522,7 @@ class Agent:
                 slot.server.start()
             raise
         self.send(ap.AgentMessage(checkpoint_recorded=ap.CheckpointRecorded(run=slot.ref(), checkpoint=manifest)))
+        slot.flush_logs()
         self.send(ap.AgentMessage(run_exited=ap.RunExited(run=slot.ref(), exit_code=0, reason="suspended")))
         self._drop(slot)
 

@@ -18,7 +18,10 @@ from typing import Callable
 
 from torpor._proto.v1 import agent_pb2 as ap
 from torpor._proto.v1 import runtime_pb2 as rt
+from torpor.agent._alarms import ALARMS
+from torpor.agent._bounds import AgentBounds, too_many_waits
 from torpor.agent._containers import Container
+from torpor.agent._logs import LogRelay
 from torpor.agent._runtime_server import RuntimeServer
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,10 @@ class RunSlot:
     """Called (in a worker thread) to take a leave-running checkpoint for a wait id."""
     send_confirmed: Callable[[ap.AgentMessage, float], bool] | None = None
     """Send a report and wait until the coordinator committed it (None: just send)."""
+    bounds: AgentBounds = field(default_factory=AgentBounds)
+    """What this run may make the agent hold (open waits here; the runtime server checks the rest)."""
+    logs: LogRelay | None = None
+    """Takes the container's output to the outbox (None: logs go nowhere, as in some tests)."""
     container: Container | None = None
     server: RuntimeServer | None = None
     # wait_id -> None while pending, Outcome once resolved
@@ -53,6 +60,8 @@ class RunSlot:
     dump_lock: threading.Lock = field(default_factory=threading.Lock)
     """Serialises dumps of this run; never held together with ``lock`` by a dump."""
     _triggers: dict[str, Future[ap.ChildTriggered]] = field(default_factory=dict)
+    _checkpoints: list[str] = field(default_factory=list)
+    """Wait ids of torpor.checkpoint() calls not yet taken, served in order by one thread."""
 
     @property
     def run_id(self) -> str:
@@ -114,11 +123,17 @@ class RunSlot:
             if req.checkpoint.after_restore:
                 # The image this process runs from is a durable checkpoint: torpor.checkpoint() is done.
                 with self.lock:
+                    if (refused := self._open_wait(wait_id)) is not None:
+                        return refused
                     self.waits[wait_id] = Outcome(result_json="true")
                 return rt.RuntimeResponse(wait_accepted=rt.WaitAccepted(resolved=True))
             with self.lock:
-                self.waits[wait_id] = None
-            threading.Thread(target=self.request_checkpoint, args=(self, wait_id), daemon=True).start()
+                if (refused := self._open_wait(wait_id)) is not None:
+                    return refused
+                self._checkpoints.append(wait_id)
+                if len(self._checkpoints) == 1:  # no worker under way: start one
+                    threading.Thread(target=self._take_checkpoints, daemon=True,
+                                     name=f"checkpoint-{self.run_id}").start()
             return rt.RuntimeResponse(wait_accepted=rt.WaitAccepted(resolved=False))
         if kind == "trigger":
             return self._trigger(req.trigger)
@@ -142,17 +157,41 @@ class RunSlot:
             return rt.RuntimeResponse(ok=rt.Empty())
         return rt.RuntimeResponse(error=f"unknown runtime request {kind!r}")
 
+    def _open_wait(self, wait_id: str) -> rt.RuntimeResponse | None:
+        """Record a pending wait (under ``lock``); a refusal when the run has too many open already."""
+        if wait_id not in self.waits and len(self.waits) >= self.bounds.max_open_waits:
+            return too_many_waits(len(self.waits), self.bounds.max_open_waits)
+        self.waits[wait_id] = None
+        return None
+
+    def _take_checkpoints(self) -> None:
+        """One thread per run takes the checkpoints the task asked for, one after the other."""
+        with self.lock:
+            wait_id = self._checkpoints[0]
+        while True:
+            try:
+                self.request_checkpoint(self, wait_id)
+            except Exception:  # noqa: BLE001 - the next request is still served
+                log.exception("checkpoint asked by the task failed")
+            with self.lock:
+                # Taken off only now, and the next looked for in the same breath: a request arriving
+                # while the list is not empty never starts a second worker.
+                self._checkpoints.pop(0)
+                if not self._checkpoints:
+                    return
+                wait_id = self._checkpoints[0]
+
     def _wait(self, w: rt.RuntimeWait) -> rt.RuntimeResponse:
         with self.lock:
-            self.waits[w.wait_id] = None
+            if (refused := self._open_wait(w.wait_id)) is not None:
+                return refused
         which = w.WhichOneof("kind")
         if which == "until_unix":
             delay = w.until_unix - time.time()
             if delay < self.suspend_threshold:
                 # Served in place: too short to be worth a dump and a restore.
-                timer = threading.Timer(max(0.0, delay), self.resolve, args=(w.wait_id, Outcome(result_json="null")))
-                timer.daemon = True
-                timer.start()
+                outcome = Outcome(result_json="null")
+                ALARMS.after(delay, lambda: self.resolve(w.wait_id, outcome))
                 return rt.RuntimeResponse(wait_accepted=rt.WaitAccepted(resolved=False))
             msg = ap.WaitRequested(run=self.ref(), wait_id=w.wait_id, until_unix=w.until_unix)
         elif which == "token_id":
@@ -182,7 +221,7 @@ class RunSlot:
             with self.lock:
                 self._triggers.pop(request_id, None)
         if answer.error:
-            return rt.RuntimeResponse(error=answer.error)
+            return rt.RuntimeResponse(error=answer.error, limit=answer.limit if answer.HasField("limit") else None)
         return rt.RuntimeResponse(triggered=rt.TriggeredRuns(run_ids=list(answer.run_ids)))
 
     def child_triggered(self, msg: ap.ChildTriggered) -> None:
@@ -191,7 +230,14 @@ class RunSlot:
         if fut is not None and not fut.done():
             fut.set_result(msg)
 
+    def flush_logs(self) -> None:
+        """The container's output ended: what the outbox could not take is accounted for before the exit."""
+        if self.logs is not None:
+            self.logs.flush()
+
     def exit_message(self, code: int) -> ap.AgentMessage:
+        """The RunExited report of the container's end (the logs' last marker goes first)."""
+        self.flush_logs()
         res = self.result
         exited = ap.RunExited(run=self.ref(), exit_code=code)
         if res is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from torpor.cli._group import cli
+from torpor.cli._sizes import BYTES
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,37 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
               help="Interpreter inside containers (from the host's /usr).")
 @click.option("--tls-ca", envvar="TORPOR_TLS_CA", type=click.Path(exists=True, dir_okay=False),
               help="CA certificate of the coordinator (enables TLS). [env TORPOR_TLS_CA]")
+@click.option("--max-metadata-bytes", envvar="TORPOR_MAX_METADATA_BYTES", type=BYTES, default="64KiB",
+              show_default=True,
+              help="Largest metadata of one run (its JSON); metadata.set over it raises LimitExceeded in the task "
+                   "and the stored metadata is kept. [env TORPOR_MAX_METADATA_BYTES]")
+@click.option("--max-result-bytes", envvar="TORPOR_MAX_RESULT_BYTES", type=BYTES, default="4MiB",
+              show_default=True,
+              help="Largest output of a task (its JSON); a bigger one fails the attempt with an error naming the "
+                   "limit. [env TORPOR_MAX_RESULT_BYTES]")
+@click.option("--max-trigger-bytes", envvar="TORPOR_MAX_TRIGGER_BYTES", type=BYTES, default="8MiB",
+              show_default=True,
+              help="Largest trigger request from a task (a batch's payloads together); a bigger one raises "
+                   "LimitExceeded in the task. [env TORPOR_MAX_TRIGGER_BYTES]")
+@click.option("--runtime-connections", envvar="TORPOR_RUNTIME_CONNECTIONS", type=click.IntRange(1, 4096),
+              default=8, show_default=True,
+              help="Runtime-socket connections served at once for one run (a thread each); more wait unaccepted. "
+                   "[env TORPOR_RUNTIME_CONNECTIONS]")
+@click.option("--runtime-connections-total", envvar="TORPOR_RUNTIME_CONNECTIONS_TOTAL", type=click.IntRange(1, 65536),
+              default=128, show_default=True,
+              help="Runtime-socket connections served at once for all runs of this agent. "
+                   "[env TORPOR_RUNTIME_CONNECTIONS_TOTAL]")
+@click.option("--runtime-read-timeout", envvar="TORPOR_RUNTIME_READ_TIMEOUT", type=click.FloatRange(min=0.1),
+              default=30.0, show_default=True,
+              help="Seconds a runtime connection has to send its whole request; a stalled one is dropped. "
+                   "[env TORPOR_RUNTIME_READ_TIMEOUT]")
+@click.option("--max-open-waits", envvar="TORPOR_MAX_OPEN_WAITS", type=click.IntRange(1, 100000),
+              default=64, show_default=True,
+              help="Waits and checkpoints one run may have open at once. [env TORPOR_MAX_OPEN_WAITS]")
+@click.option("--outbox-log-bytes", envvar="TORPOR_OUTBOX_LOG_BYTES", type=BYTES, default="64MiB",
+              show_default=True,
+              help="Logs held in memory until the coordinator acknowledges them; past this, output is dropped "
+                   "and a marker line counts it (reports are never dropped). [env TORPOR_OUTBOX_LOG_BYTES]")
 @click.option("--stop-runs-on-exit", is_flag=True,
               help="Kill this agent's containers when it stops (torpor dev). Either way, an agent that starts "
                    "kills the containers a previous instance left behind: the coordinator restores those runs "
@@ -87,8 +119,10 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
                    "loopback services included). [env TORPOR_ALLOW_HOST_NETWORK]")
 def agent(coordinator: str, join_token: str | None, join_token_file: str | None, name: str, slots: int, state_dir: Path,
           store: str, labels: tuple[str, ...], suspend_threshold: float, criu: str | None, image_dir: Path | None,
-          dump_timeout: float, python_bin: str, tls_ca: str | None, stop_runs_on_exit: bool, network: str,
-          run_network: str, allow_host_network: bool) -> None:
+          dump_timeout: float, python_bin: str, tls_ca: str | None, max_metadata_bytes: int, max_result_bytes: int,
+          max_trigger_bytes: int, runtime_connections: int, runtime_connections_total: int,
+          runtime_read_timeout: float, max_open_waits: int, outbox_log_bytes: int, stop_runs_on_exit: bool,
+          network: str, run_network: str, allow_host_network: bool) -> None:
     """Run the agent of this host: executes runs in containers, snapshots them with CRIU.
 
     Needs root, runc and CRIU >= 4.2 (run `torpor doctor` first). Containers
@@ -97,9 +131,15 @@ def agent(coordinator: str, join_token: str | None, join_token_file: str | None,
     freezes them until one is. An agent that starts kills the containers an
     earlier instance left; the coordinator restores those runs from their
     latest checkpoint.
+
+    A task cannot make the agent use unbounded memory, threads or storage: its
+    requests on the runtime socket, its connections, its open waits and its
+    logs are bounded by the options below (docs/security.md, "Bounds"). Sizes
+    take bytes or KiB/MiB/GiB.
     """
     from torpor._errors import TorporError
     from torpor.agent import AgentConfig, Runc, find_criu
+    from torpor.agent._bounds import AgentBounds
     from torpor.agent._daemon import Agent, DaemonConfig
     from torpor.cli._s3 import s3_options_from_env
     from torpor.store import open_store
@@ -114,12 +154,17 @@ def agent(coordinator: str, join_token: str | None, join_token_file: str | None,
     if os.geteuid() != 0:
         raise click.ClickException("the agent needs root (runc and CRIU); run `torpor doctor` to check this host")
     try:
+        bounds = AgentBounds(max_metadata_bytes=max_metadata_bytes, max_result_bytes=max_result_bytes,
+                             max_trigger_bytes=max_trigger_bytes, connections_per_run=runtime_connections,
+                             connections_total=runtime_connections_total, read_timeout=runtime_read_timeout,
+                             max_open_waits=max_open_waits, outbox_log_bytes=outbox_log_bytes)
         criu_info = find_criu(criu, tools_dir=Path(os.environ.get("TORPOR_TOOLS", "/opt/torpor")))
         st = open_store(store, s3=s3_options_from_env())
         st.check()
         daemon = Agent(
             DaemonConfig(name=name, coordinator=coordinator, join_token=join_token, slots=slots, labels=_labels(labels),
-                         suspend_threshold=suspend_threshold, tls_ca=Path(tls_ca).read_bytes() if tls_ca else None),
+                         suspend_threshold=suspend_threshold, tls_ca=Path(tls_ca).read_bytes() if tls_ca else None,
+                         bounds=bounds),
             containers=AgentConfig(state_dir=state_dir, python=python_bin, image_dir=image_dir,
                                    dump_timeout=dump_timeout, network=network, run_network=run_network,
                                    allow_host_network=allow_host_network),

@@ -77,6 +77,10 @@ def _show_run(run: Any) -> None:
             click.echo(f"  {label:<9}{value}")
     if d["waiting"]:
         click.echo(f"  waiting  {_describe_wait(d['id'], d['waiting'])}")
+    for a in d["attempts"]:
+        if a["log_dropped_bytes"]:
+            click.echo(f"  logs     attempt {a['number']}: {a['log_bytes']:,} bytes kept, {a['log_dropped_bytes']:,} "
+                       "dropped (over the log budget or while the agent's outbox was full; marker lines say where)")
     if d["traceback"]:
         click.echo("  traceback:")
         for line in d["traceback"].rstrip().splitlines():

@@ -11,6 +11,7 @@ import click
 
 from torpor._errors import TorporError
 from torpor.cli._group import cli
+from torpor.cli._sizes import BYTES
 
 
 def _read_secrets(path: str | None) -> tuple[str, ...]:
@@ -54,13 +55,21 @@ _db_option = click.option("--db", "db_url", envvar="TORPOR_DB", required=True,
               show_default=True, envvar="TORPOR_ORPHAN_GRACE",
               help="Age a snapshot no checkpoint names must reach before the sweep deletes it; longer than any "
                    "upload plus a lease (env TORPOR_ORPHAN_GRACE).")
+@click.option("--log-budget", "log_budget", type=BYTES, default="16MiB", show_default=True,
+              envvar="TORPOR_LOG_BUDGET",
+              help="Output one attempt of a run may keep in its logs, over all its hosts; agents drop the rest "
+                   "and a marker line counts it (env TORPOR_LOG_BUDGET).")
+@click.option("--max-children", type=click.IntRange(min=1), default=10_000, show_default=True,
+              envvar="TORPOR_MAX_CHILDREN",
+              help="Child runs one run may trigger over its life; a trigger past it raises LimitExceeded in the "
+                   "task (env TORPOR_MAX_CHILDREN).")
 @click.option("--no-migrate", is_flag=True, help="Do not apply pending migrations at start.")
 def coordinator_cmd(db_url: str, listen: str, store_url: str | None, api_key_file: str | None, join_token_file: str | None,
                     tls_cert: str | None, tls_key: str | None, no_auth: bool, lease_seconds: float,
                     heartbeat_seconds: float, pool_size: int, orphan_sweep_seconds: float,
-                    orphan_grace_seconds: float, no_migrate: bool) -> None:
+                    orphan_grace_seconds: float, log_budget: int, max_children: int, no_migrate: bool) -> None:
     """Run a coordinator: the gRPC API and the agent channel, over Postgres."""
-    from torpor.coordinator import Coordinator, CoordinatorConfig, TLSConfig
+    from torpor.coordinator import Coordinator, CoordinatorConfig, Limits, TLSConfig
 
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
@@ -79,7 +88,7 @@ def coordinator_cmd(db_url: str, listen: str, store_url: str | None, api_key_fil
         tls=TLSConfig(cert_file=tls_cert, key_file=tls_key) if tls_cert and tls_key else None,
         lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds, db_pool_size=pool_size,
         orphan_sweep_seconds=orphan_sweep_seconds, orphan_grace_seconds=orphan_grace_seconds,
-        migrate=not no_migrate,
+        migrate=not no_migrate, log_budget_bytes=log_budget, limits=Limits(max_children=max_children),
     )
     coord = Coordinator(config, store=store)
     try:

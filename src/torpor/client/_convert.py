@@ -49,7 +49,8 @@ def run_dict(run: common_pb2.Run) -> dict[str, Any]:
         "checkpoints": [checkpoint_dict(c) for c in run.checkpoints],
         "attempts": [
             {"number": a.number, "status": common_pb2.RunStatus.Name(a.status), "error": a.error or None,
-             "agent": a.agent or None, "started_at": _time(a, "started_at"), "finished_at": _time(a, "finished_at")}
+             "agent": a.agent or None, "started_at": _time(a, "started_at"), "finished_at": _time(a, "finished_at"),
+             "log_bytes": a.log_bytes, "log_dropped_bytes": a.log_dropped_bytes}
             for a in run.attempts
         ],
         "events": [

@@ -15,9 +15,9 @@ from typing import Callable, Iterator
 
 import grpc
 
-from torpor._errors import ConfigError, TorporError
+from torpor._errors import ConfigError, LimitExceeded, TorporError
 from torpor._logging import bind
-from torpor._proto.v1 import agent_pb2, agent_pb2_grpc
+from torpor._proto.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from torpor.coordinator import _outbox
 from torpor.coordinator import _reports as reports
 from torpor.coordinator._auth import KeyChecker, StreamGuard
@@ -226,7 +226,8 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
                               else f"unknown agent message {kind!r}")
         handler, frees_slot = _REPORTS[kind]
         extra = ((cfg.max_host_failures,) if handler in _NEED_MAX_FAILURES
-                 else (cfg.keep_checkpoints,) if handler is reports.checkpoint_recorded else ())
+                 else (cfg.keep_checkpoints,) if handler is reports.checkpoint_recorded
+                 else (cfg.log_budget_bytes,) if handler is reports.log_data else ())
         if msg.seq:
             out = self._db.run(reports.apply_once, session.name, session.id, msg.seq, handler, getattr(msg, kind),
                                *extra)
@@ -250,10 +251,25 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
             reply.run_ids.extend(created)
         except TorporError as exc:
             reply.error = exc.message
+            if isinstance(exc, LimitExceeded):
+                reply.limit.CopyFrom(common_pb2.LimitExceeded(what=exc.what, limit=exc.limit, actual=exc.actual,
+                                                              setting=exc.setting))
         return agent_pb2.CoordinatorMessage(child_triggered=reply)
 
 
 def _create_children(cur, agent: str, ref: agent_pb2.RunRef, items: list[NewRun], config: CoordinatorConfig) -> list[str]:
+    # _current locks the parent's row: two triggers of one run count its children one after the other.
     if reports._current(cur, agent, ref) is None:
         raise ConfigError(f"run {ref.run_id} generation {ref.generation} is not current on {agent}")
-    return [row["id"] for row, _ in create_runs(cur, items, config.limits)]
+    cur.execute("SELECT count(*) AS n FROM runs WHERE parent_run_id = %s", (ref.run_id,))
+    before = cur.fetchone()["n"]
+    created = create_runs(cur, items, config.limits)
+    new = sum(1 for _, existing in created if not existing)  # an idempotency key's existing run is no new child
+    limit = config.limits.max_children
+    if before + new > limit:
+        # Raised inside the transaction: the runs just inserted roll back with it.
+        raise LimitExceeded(
+            f"this run has triggered {before:,} child runs and asked for {new:,} more; at most {limit:,} are "
+            "allowed per run (torpor coordinator --max-children). Nothing was triggered by this call",
+            what="children", limit=limit, actual=before + new, setting="torpor coordinator --max-children")
+    return [row["id"] for row, _ in created]

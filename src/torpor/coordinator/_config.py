@@ -29,6 +29,8 @@ class Limits:
     """Longest idempotency key."""
     max_batch_items: int = 1000
     """Most items in one BatchTrigger."""
+    max_children: int = 10_000
+    """Most child runs one run may trigger over its life (all attempts); a trigger past it is refused whole."""
     default_idempotency_ttl: float = 30 * 24 * 3600.0
     """How long an idempotency key keeps matching when the trigger gives no TTL (seconds)."""
 
@@ -79,6 +81,9 @@ class CoordinatorConfig:
     """Threads serving RPCs; every connected agent and open stream holds one."""
     max_message_bytes: int = 64 * 1024 * 1024
     """Largest gRPC message accepted (a batch of big payloads must arrive to be judged)."""
+    log_budget_bytes: int = 16 * 1024 * 1024
+    """Output one attempt of a run may keep in its logs, across all its starts and restores; agents drop the
+    rest and leave a marker line with the count (the attempt's ``log_dropped_bytes``)."""
     coordinator_id: str = ""
     """Name of this coordinator in the agents table; empty picks hostname:pid:random."""
     migrate: bool = True

@@ -61,7 +61,8 @@ def run_full(cur: Cursor, row: dict[str, Any]) -> common_pb2.Run:
     run.attempts.extend(
         common_pb2.Attempt(number=a["number"], status=common_pb2.RunStatus.Value(a["status"]), error=a["error"] or "",
                            traceback=a["traceback"] or "", agent=a["agent"] or "", started_at=ts(a["started_at"]),
-                           finished_at=ts(a["finished_at"]))
+                           finished_at=ts(a["finished_at"]), log_bytes=a["log_bytes"],
+                           log_dropped_bytes=a["log_dropped_bytes"])
         for a in cur.fetchall()
     )
     return run

@@ -265,13 +265,32 @@ def checkpoint_recorded(cur: Cursor, agent: str, m: agent_pb2.CheckpointRecorded
     return []
 
 
-def log_data(cur: Cursor, agent: str, m: agent_pb2.LogData) -> Replies:
-    cur.execute("SELECT generation, attempt FROM runs WHERE id = %s", (m.run.run_id,))
+# What an attempt may keep past its budget before the coordinator drops chunks itself: the agent keeps the budget
+# (agent/_logs.py) and adds only notice and marker lines; this stops an agent that does not.
+LOG_BUDGET_SLACK = 1 << 20
+
+
+def log_data(cur: Cursor, agent: str, m: agent_pb2.LogData, budget: int) -> Replies:
+    cur.execute("SELECT id, generation, attempt FROM runs WHERE id = %s", (m.run.run_id,))
     run = cur.fetchone()
     if run is None or run["generation"] != m.run.generation:
         return []
-    cur.execute("INSERT INTO log_chunks (run_id, attempt, stream, data) VALUES (%s, %s, %s, %s)",
-                (m.run.run_id, m.attempt or run["attempt"], m.stream or "stdout", m.data))
+    attempt = m.attempt or run["attempt"]
+    cur.execute("SELECT log_bytes, log_dropped_bytes FROM attempts WHERE run_id = %s AND number = %s FOR UPDATE",
+                (run["id"], attempt))
+    counts = cur.fetchone() or {"log_bytes": 0, "log_dropped_bytes": 0}
+    data, dropped = m.data, m.dropped_bytes
+    if not dropped and budget and counts["log_bytes"] >= budget + LOG_BUDGET_SLACK:
+        data, dropped = b"", len(m.data)
+    if data:
+        cur.execute("INSERT INTO log_chunks (run_id, attempt, stream, data) VALUES (%s, %s, %s, %s)",
+                    (run["id"], attempt, m.stream or "stdout", data))
+    cur.execute("UPDATE attempts SET log_bytes = log_bytes + %s, log_dropped_bytes = log_dropped_bytes + %s"
+                " WHERE run_id = %s AND number = %s", (len(data), dropped, run["id"], attempt))
+    if dropped and not counts["log_dropped_bytes"]:  # once per attempt: the marker lines carry each count
+        add_event(cur, {**run, "attempt": attempt}, "logs_dropped",
+                  f"attempt {attempt}: output dropped (log budget {budget:,} bytes, or the agent's outbox full); "
+                  "`torpor runs show` counts it, marker lines in the logs say where", agent=agent)
     notify(cur, "log:" + m.run.run_id)
     return []
 

@@ -64,7 +64,7 @@ class Claim:
         self.message = message
 
 
-def claim_round(cur: Cursor, coordinator_id: str, *, max_claims: int = 256) -> list[Claim]:
+def claim_round(cur: Cursor, coordinator_id: str, *, max_claims: int = 256, log_budget: int = 0) -> list[Claim]:
     cur.execute(_MY_AGENTS, (coordinator_id,))
     free = {r["name"]: int(r["free"]) for r in cur.fetchall() if r["free"] > 0}
     total = min(max_claims, sum(free.values()))
@@ -116,7 +116,7 @@ def claim_round(cur: Cursor, coordinator_id: str, *, max_claims: int = 256) -> l
         agent = max(free, key=lambda a: free[a])
         if free[agent] <= 0:
             break
-        claim = _assign(cur, run, agent, specs)
+        claim = _assign(cur, run, agent, specs, log_budget)
         if claim is not None:
             free[agent] -= 1
             claims.append(claim)
@@ -136,15 +136,20 @@ def _task_spec(cur: Cursor, run: dict[str, Any], cache: dict[tuple[str, str], An
     return cache[key]
 
 
-def _assign(cur: Cursor, run: dict[str, Any], agent: str, cache: dict[tuple[str, str], Any]) -> Claim | None:
+def _assign(cur: Cursor, run: dict[str, Any], agent: str, cache: dict[tuple[str, str], Any],
+            log_budget: int = 0) -> Claim | None:
     generation = run["generation"] + 1
     settings, bundle = _task_spec(cur, run, cache)
     first_start = run["started_at"]
     spec = agent_pb2.RunSpec(
         run=agent_pb2.RunRef(run_id=run["id"], generation=generation), task=run["task"], version=run["version"],
         bundle_location=bundle, payload_json=run["payload_json"], attempt=run["attempt"], settings=settings,
-        started_at_unix=first_start.timestamp() if first_start else time.time(),
+        started_at_unix=first_start.timestamp() if first_start else time.time(), log_budget_bytes=log_budget,
     )
+    # The attempt's budget holds across its starts and restores: the agent is told what it kept already.
+    cur.execute("SELECT log_bytes FROM attempts WHERE run_id = %s AND number = %s", (run["id"], run["attempt"]))
+    kept = cur.fetchone()
+    spec.log_bytes_used = kept["log_bytes"] if kept else 0
     if run["status"] == QUEUED:
         cur.execute(
             "UPDATE runs SET status = 'STARTING', agent = %s, generation = %s, updated_at = now(),"
@@ -187,8 +192,10 @@ def _assign(cur: Cursor, run: dict[str, Any], agent: str, cache: dict[tuple[str,
 class Scheduler:
     """A thread that runs claim rounds when woken (trigger, slot freed, wait over) or every poll period."""
 
-    def __init__(self, db: Database, coordinator_id: str, send: Callable[[str, agent_pb2.CoordinatorMessage], bool], *, poll: float) -> None:
+    def __init__(self, db: Database, coordinator_id: str, send: Callable[[str, agent_pb2.CoordinatorMessage], bool], *,
+                 poll: float, log_budget: int = 0) -> None:
         self._db = db
+        self._log_budget = log_budget
         self._id = coordinator_id
         self._send = send
         self._poll = poll
@@ -215,7 +222,7 @@ class Scheduler:
                 return
             try:
                 while not self._stopped.is_set():
-                    claims = self._db.run(claim_round, self._id)
+                    claims = self._db.run(claim_round, self._id, log_budget=self._log_budget)
                     by_agent: dict[str, int] = defaultdict(int)
                     for claim in claims:
                         by_agent[claim.agent] += 1

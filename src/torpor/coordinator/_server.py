@@ -41,7 +41,8 @@ class Coordinator:
         self.port = 0
         self.db = Database(config.db_url, pool_size=config.db_pool_size)
         self.sessions = Sessions()
-        self.scheduler = Scheduler(self.db, self.id, self.sessions.send, poll=config.schedule_poll_seconds)
+        self.scheduler = Scheduler(self.db, self.id, self.sessions.send, poll=config.schedule_poll_seconds,
+                                   log_budget=config.log_budget_bytes)
         self.deliverer = Deliverer(self.db, self.sessions.is_local, self.sessions.send, self.sessions.sent_cmds)
         self.hub = Hub(config.db_url, on_wake=self.scheduler.wake, on_command=self.deliverer.kick)
         self.timers = Timers(self.db, tick=config.tick_seconds, max_failures=config.max_host_failures, store=store,

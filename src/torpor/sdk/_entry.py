@@ -16,10 +16,33 @@ import traceback
 from torpor.sdk import _runtime
 
 
+# A failure's error and traceback are clipped to these many bytes so that its report always fits the agent's
+# result limit (agent/_bounds.py leaves 256 KiB for them); the traceback keeps its end, where the error is.
+ERROR_BYTES = 16 << 10
+TRACEBACK_BYTES = 64 << 10
+
+
+def _clip(text: str, limit: int, *, keep_end: bool = False) -> str:
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    note = f"[... {len(data) - limit:,} bytes clipped ...]"
+    part = data[-limit:] if keep_end else data[:limit]
+    kept = part.decode(errors="ignore")
+    return f"{note}\n{kept}" if keep_end else f"{kept}{note}"
+
+
 def _report(ok: bool, output_json: str = "", error: str = "", tb: str = "") -> None:
+    from torpor._errors import LimitExceeded
     from torpor._proto.v1 import runtime_pb2 as rt
 
-    _runtime.call(rt.RuntimeRequest(result=rt.RuntimeResult(ok=ok, output_json=output_json, error=error, traceback=tb)))
+    result = rt.RuntimeResult(ok=ok, output_json=output_json, error=_clip(error, ERROR_BYTES),
+                              traceback=_clip(tb, TRACEBACK_BYTES, keep_end=True))
+    try:
+        _runtime.call(rt.RuntimeRequest(result=result))
+    except LimitExceeded as exc:
+        # The output is over the agent's limit: the attempt fails, and its error says why.
+        _runtime.call(rt.RuntimeRequest(result=rt.RuntimeResult(ok=False, error=str(exc))))
 
 
 def main() -> int:

@@ -28,12 +28,28 @@ class _Metadata:
         self._data: dict[str, Any] = {}
 
     def set(self, key: str, value: Any) -> None:
+        """Set one key and store the whole metadata with the run.
+
+        Raises ``torpor.LimitExceeded`` (``limit``: the agent's bound in bytes,
+        ``actual``: the size this update would have) when the metadata's JSON
+        would be too big; the key then keeps its earlier value, here and in
+        what is stored.
+        """
         try:
             json.dumps(value)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"metadata.set({key!r}, ...): value is not JSON-serialisable: {exc}") from exc
+        missing = object()
+        before = self._data.get(key, missing)
         self._data[key] = value
-        self._flush()
+        try:
+            self._flush()
+        except BaseException:
+            if before is missing:
+                del self._data[key]
+            else:
+                self._data[key] = before
+            raise
 
     def get(self, key: str, default: Any = None) -> Any:
         return self._data.get(key, default)

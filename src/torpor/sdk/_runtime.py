@@ -13,7 +13,7 @@ import signal
 import socket
 import time
 
-from torpor._errors import TorporError
+from torpor._errors import LimitExceeded, TorporError
 from torpor._proto.v1 import runtime_pb2 as rt
 from torpor.sdk._wire import SOCKET_NAME, recv_frame, send_frame
 
@@ -40,18 +40,29 @@ class RuntimeError_(TorporError):
     """The agent refused or failed a runtime request."""
 
 
+def _exchange(sock: socket.socket, payload: bytes) -> bytes:
+    try:
+        send_frame(sock, payload)
+    except (BrokenPipeError, ConnectionResetError):
+        # The agent may have refused the request unread (over its size limit) and closed: its answer
+        # waits in this socket. With none there, the connection was lost and the caller tries again.
+        pass
+    return recv_frame(sock)
+
+
 def call(request: rt.RuntimeRequest, *, timeout: float = 300.0) -> rt.RuntimeResponse:
     deadline = time.monotonic() + CONNECT_PATIENCE
     delay = 0.01
+    payload = request.SerializeToString()
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(timeout)
             sock.connect(socket_path())
-            send_frame(sock, request.SerializeToString())
-            data = recv_frame(sock)
+            data = _exchange(sock, payload)
             break
-        except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError, ConnectionError) as exc:
+        except (FileNotFoundError, ConnectionError, BlockingIOError) as exc:
+            # BlockingIOError: the socket's backlog is full, the agent serving this run's other requests.
             if time.monotonic() > deadline:
                 raise RuntimeError_(f"cannot reach the torpor agent at {socket_path()}: {exc}") from exc
         finally:
@@ -61,6 +72,9 @@ def call(request: rt.RuntimeRequest, *, timeout: float = 300.0) -> rt.RuntimeRes
     resp = rt.RuntimeResponse()
     resp.ParseFromString(data)
     if resp.error:
+        if resp.HasField("limit"):
+            lim = resp.limit
+            raise LimitExceeded(resp.error, what=lim.what, limit=lim.limit, actual=lim.actual, setting=lim.setting)
         raise RuntimeError_(resp.error)
     return resp
 

@@ -8,6 +8,8 @@ import struct
 from torpor._errors import TorporError
 
 SOCKET_NAME = "runtime.sock"
+# The largest answer the SDK accepts from the agent (a context carries the payload, a wait outcome the children's
+# results). Requests are bounded by the agent, per kind: agent/_bounds.py.
 MAX_FRAME = 64 << 20
 
 

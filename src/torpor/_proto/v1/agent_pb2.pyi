@@ -123,16 +123,18 @@ class CheckpointRecorded(_message.Message):
     def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., checkpoint: _Optional[_Union[_common_pb2.Checkpoint, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class LogData(_message.Message):
-    __slots__ = ("run", "stream", "data", "attempt")
+    __slots__ = ("run", "stream", "data", "attempt", "dropped_bytes")
     RUN_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
     run: RunRef
     stream: str
     data: bytes
     attempt: int
-    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., stream: _Optional[str] = ..., data: _Optional[bytes] = ..., attempt: _Optional[int] = ...) -> None: ...
+    dropped_bytes: int
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., stream: _Optional[str] = ..., data: _Optional[bytes] = ..., attempt: _Optional[int] = ..., dropped_bytes: _Optional[int] = ...) -> None: ...
 
 class WaitRequested(_message.Message):
     __slots__ = ("run", "wait_id", "until_unix", "token", "children")
@@ -289,7 +291,7 @@ class HeartbeatAck(_message.Message):
     def __init__(self, number: _Optional[int] = ..., stale: _Optional[_Iterable[_Union[RunRef, _Mapping]]] = ...) -> None: ...
 
 class RunSpec(_message.Message):
-    __slots__ = ("run", "task", "version", "bundle_location", "payload_json", "attempt", "settings", "started_at_unix")
+    __slots__ = ("run", "task", "version", "bundle_location", "payload_json", "attempt", "settings", "started_at_unix", "log_budget_bytes", "log_bytes_used")
     RUN_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -298,6 +300,8 @@ class RunSpec(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    LOG_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LOG_BYTES_USED_FIELD_NUMBER: _ClassVar[int]
     run: RunRef
     task: str
     version: str
@@ -306,7 +310,9 @@ class RunSpec(_message.Message):
     attempt: int
     settings: _common_pb2.TaskSettings
     started_at_unix: float
-    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., task: _Optional[str] = ..., version: _Optional[str] = ..., bundle_location: _Optional[str] = ..., payload_json: _Optional[str] = ..., attempt: _Optional[int] = ..., settings: _Optional[_Union[_common_pb2.TaskSettings, _Mapping]] = ..., started_at_unix: _Optional[float] = ...) -> None: ...
+    log_budget_bytes: int
+    log_bytes_used: int
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., task: _Optional[str] = ..., version: _Optional[str] = ..., bundle_location: _Optional[str] = ..., payload_json: _Optional[str] = ..., attempt: _Optional[int] = ..., settings: _Optional[_Union[_common_pb2.TaskSettings, _Mapping]] = ..., started_at_unix: _Optional[float] = ..., log_budget_bytes: _Optional[int] = ..., log_bytes_used: _Optional[int] = ...) -> None: ...
 
 class StartRun(_message.Message):
     __slots__ = ("spec",)
@@ -365,13 +371,15 @@ class KillRun(_message.Message):
     def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ChildTriggered(_message.Message):
-    __slots__ = ("run", "request_id", "run_ids", "error")
+    __slots__ = ("run", "request_id", "run_ids", "error", "limit")
     RUN_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_IDS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
     run: RunRef
     request_id: str
     run_ids: _containers.RepeatedScalarFieldContainer[str]
     error: str
-    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., request_id: _Optional[str] = ..., run_ids: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ...) -> None: ...
+    limit: _common_pb2.LimitExceeded
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., request_id: _Optional[str] = ..., run_ids: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ..., limit: _Optional[_Union[_common_pb2.LimitExceeded, _Mapping]] = ...) -> None: ...

@@ -129,7 +129,7 @@ class RunEvent(_message.Message):
     def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., type: _Optional[str] = ..., detail: _Optional[str] = ..., agent: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class Attempt(_message.Message):
-    __slots__ = ("number", "status", "error", "traceback", "agent", "started_at", "finished_at")
+    __slots__ = ("number", "status", "error", "traceback", "agent", "started_at", "finished_at", "log_bytes", "log_dropped_bytes")
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +137,8 @@ class Attempt(_message.Message):
     AGENT_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    LOG_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LOG_DROPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
     number: int
     status: RunStatus
     error: str
@@ -144,7 +146,21 @@ class Attempt(_message.Message):
     agent: str
     started_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
-    def __init__(self, number: _Optional[int] = ..., status: _Optional[_Union[RunStatus, str]] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ..., agent: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    log_bytes: int
+    log_dropped_bytes: int
+    def __init__(self, number: _Optional[int] = ..., status: _Optional[_Union[RunStatus, str]] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ..., agent: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., log_bytes: _Optional[int] = ..., log_dropped_bytes: _Optional[int] = ...) -> None: ...
+
+class LimitExceeded(_message.Message):
+    __slots__ = ("what", "limit", "actual", "setting")
+    WHAT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_FIELD_NUMBER: _ClassVar[int]
+    SETTING_FIELD_NUMBER: _ClassVar[int]
+    what: str
+    limit: int
+    actual: int
+    setting: str
+    def __init__(self, what: _Optional[str] = ..., limit: _Optional[int] = ..., actual: _Optional[int] = ..., setting: _Optional[str] = ...) -> None: ...
 
 class Run(_message.Message):
     __slots__ = ("id", "task", "version", "status", "attempt", "payload_json", "output_json", "error", "traceback", "tags", "queue", "concurrency_key", "idempotency_key", "parent_run_id", "agent", "generation", "created_at", "started_at", "finished_at", "checkpoints", "events", "attempts", "metadata_json", "waiting")

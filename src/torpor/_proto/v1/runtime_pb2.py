@@ -22,49 +22,50 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from torpor._proto.v1 import common_pb2 as torpor_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17torpor/v1/runtime.proto\x12\ttorpor.v1\"\x96\x03\n\x0eRuntimeRequest\x12+\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x18.torpor.v1.GetRunContextH\x00\x12&\n\x04wait\x18\x02 \x01(\x0b\x32\x16.torpor.v1.RuntimeWaitH\x00\x12\x33\n\x0bwait_result\x18\x03 \x01(\x0b\x32\x1c.torpor.v1.RuntimeWaitResultH\x00\x12,\n\x07trigger\x18\x04 \x01(\x0b\x32\x19.torpor.v1.RuntimeTriggerH\x00\x12\x32\n\ncheckpoint\x18\x05 \x01(\x0b\x32\x1c.torpor.v1.RuntimeCheckpointH\x00\x12.\n\x08metadata\x18\x06 \x01(\x0b\x32\x1a.torpor.v1.RuntimeMetadataH\x00\x12*\n\x06result\x18\x07 \x01(\x0b\x32\x18.torpor.v1.RuntimeResultH\x00\x12\x35\n\x0c\x63reate_token\x18\x08 \x01(\x0b\x32\x1d.torpor.v1.RuntimeCreateTokenH\x00\x42\x05\n\x03msg\"\x0f\n\rGetRunContext\"\xb4\x01\n\nRunContext\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x17\n\x0fstarted_at_unix\x18\x05 \x01(\x01\x12\x14\n\x0cpayload_json\x18\x06 \x01(\t\x12\x0e\n\x06module\x18\x07 \x01(\t\x12\x10\n\x08\x66unction\x18\x08 \x01(\t\x12\x12\n\ngeneration\x18\t \x01(\x03\"\x9c\x01\n\x0bRuntimeWait\x12\x0f\n\x07wait_id\x18\x01 \x01(\t\x12\x14\n\nuntil_unix\x18\x03 \x01(\x01H\x00\x12\x12\n\x08token_id\x18\x04 \x01(\tH\x00\x12(\n\x08\x63hildren\x18\x05 \x01(\x0b\x32\x14.torpor.v1.ChildListH\x00\x12\x1a\n\x12token_timeout_unix\x18\x06 \x01(\x01\x42\x06\n\x04kindJ\x04\x08\x02\x10\x03\"\x1c\n\tChildList\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\"$\n\x11RuntimeWaitResult\x12\x0f\n\x07wait_id\x18\x01 \x01(\t\">\n\x0eRuntimeTrigger\x12,\n\x05items\x18\x01 \x03(\x0b\x32\x1d.torpor.v1.RuntimeTriggerItem\"_\n\x12RuntimeTriggerItem\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x14\n\x0cpayload_json\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\";\n\x11RuntimeCheckpoint\x12\x0f\n\x07wait_id\x18\x01 \x01(\t\x12\x15\n\rafter_restore\x18\x02 \x01(\x08\"(\n\x0fRuntimeMetadata\x12\x15\n\rmetadata_json\x18\x01 \x01(\t\"-\n\x12RuntimeCreateToken\x12\x17\n\x0ftimeout_seconds\x18\x01 \x01(\x01\"R\n\rRuntimeResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x13\n\x0boutput_json\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\"\xac\x02\n\x0fRuntimeResponse\x12\r\n\x05\x65rror\x18\x01 \x01(\t\x12(\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x15.torpor.v1.RunContextH\x00\x12\x30\n\rwait_accepted\x18\x03 \x01(\x0b\x32\x17.torpor.v1.WaitAcceptedH\x00\x12.\n\x0cwait_outcome\x18\x04 \x01(\x0b\x32\x16.torpor.v1.WaitOutcomeH\x00\x12-\n\ttriggered\x18\x05 \x01(\x0b\x32\x18.torpor.v1.TriggeredRunsH\x00\x12\x1e\n\x02ok\x18\x06 \x01(\x0b\x32\x10.torpor.v1.EmptyH\x00\x12(\n\x05token\x18\x07 \x01(\x0b\x32\x17.torpor.v1.TokenCreatedH\x00\x42\x05\n\x03msg\"\x07\n\x05\x45mpty\" \n\x0cWaitAccepted\x12\x10\n\x08resolved\x18\x01 \x01(\x08\"U\n\x0bWaitOutcome\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x13\n\x0bresult_json\x18\x02 \x01(\t\x12\x11\n\ttimed_out\x18\x03 \x01(\x08\x12\x0f\n\x07unknown\x18\x04 \x01(\x08\" \n\rTriggeredRuns\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\" \n\x0cTokenCreated\x12\x10\n\x08token_id\x18\x01 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17torpor/v1/runtime.proto\x12\ttorpor.v1\x1a\x16torpor/v1/common.proto\"\x96\x03\n\x0eRuntimeRequest\x12+\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x18.torpor.v1.GetRunContextH\x00\x12&\n\x04wait\x18\x02 \x01(\x0b\x32\x16.torpor.v1.RuntimeWaitH\x00\x12\x33\n\x0bwait_result\x18\x03 \x01(\x0b\x32\x1c.torpor.v1.RuntimeWaitResultH\x00\x12,\n\x07trigger\x18\x04 \x01(\x0b\x32\x19.torpor.v1.RuntimeTriggerH\x00\x12\x32\n\ncheckpoint\x18\x05 \x01(\x0b\x32\x1c.torpor.v1.RuntimeCheckpointH\x00\x12.\n\x08metadata\x18\x06 \x01(\x0b\x32\x1a.torpor.v1.RuntimeMetadataH\x00\x12*\n\x06result\x18\x07 \x01(\x0b\x32\x18.torpor.v1.RuntimeResultH\x00\x12\x35\n\x0c\x63reate_token\x18\x08 \x01(\x0b\x32\x1d.torpor.v1.RuntimeCreateTokenH\x00\x42\x05\n\x03msg\"\x0f\n\rGetRunContext\"\xb4\x01\n\nRunContext\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x17\n\x0fstarted_at_unix\x18\x05 \x01(\x01\x12\x14\n\x0cpayload_json\x18\x06 \x01(\t\x12\x0e\n\x06module\x18\x07 \x01(\t\x12\x10\n\x08\x66unction\x18\x08 \x01(\t\x12\x12\n\ngeneration\x18\t \x01(\x03\"\x9c\x01\n\x0bRuntimeWait\x12\x0f\n\x07wait_id\x18\x01 \x01(\t\x12\x14\n\nuntil_unix\x18\x03 \x01(\x01H\x00\x12\x12\n\x08token_id\x18\x04 \x01(\tH\x00\x12(\n\x08\x63hildren\x18\x05 \x01(\x0b\x32\x14.torpor.v1.ChildListH\x00\x12\x1a\n\x12token_timeout_unix\x18\x06 \x01(\x01\x42\x06\n\x04kindJ\x04\x08\x02\x10\x03\"\x1c\n\tChildList\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\"$\n\x11RuntimeWaitResult\x12\x0f\n\x07wait_id\x18\x01 \x01(\t\">\n\x0eRuntimeTrigger\x12,\n\x05items\x18\x01 \x03(\x0b\x32\x1d.torpor.v1.RuntimeTriggerItem\"_\n\x12RuntimeTriggerItem\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x14\n\x0cpayload_json\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\";\n\x11RuntimeCheckpoint\x12\x0f\n\x07wait_id\x18\x01 \x01(\t\x12\x15\n\rafter_restore\x18\x02 \x01(\x08\"(\n\x0fRuntimeMetadata\x12\x15\n\rmetadata_json\x18\x01 \x01(\t\"-\n\x12RuntimeCreateToken\x12\x17\n\x0ftimeout_seconds\x18\x01 \x01(\x01\"R\n\rRuntimeResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x13\n\x0boutput_json\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\"\xd5\x02\n\x0fRuntimeResponse\x12\r\n\x05\x65rror\x18\x01 \x01(\t\x12\'\n\x05limit\x18\x08 \x01(\x0b\x32\x18.torpor.v1.LimitExceeded\x12(\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x15.torpor.v1.RunContextH\x00\x12\x30\n\rwait_accepted\x18\x03 \x01(\x0b\x32\x17.torpor.v1.WaitAcceptedH\x00\x12.\n\x0cwait_outcome\x18\x04 \x01(\x0b\x32\x16.torpor.v1.WaitOutcomeH\x00\x12-\n\ttriggered\x18\x05 \x01(\x0b\x32\x18.torpor.v1.TriggeredRunsH\x00\x12\x1e\n\x02ok\x18\x06 \x01(\x0b\x32\x10.torpor.v1.EmptyH\x00\x12(\n\x05token\x18\x07 \x01(\x0b\x32\x17.torpor.v1.TokenCreatedH\x00\x42\x05\n\x03msg\"\x07\n\x05\x45mpty\" \n\x0cWaitAccepted\x12\x10\n\x08resolved\x18\x01 \x01(\x08\"U\n\x0bWaitOutcome\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x13\n\x0bresult_json\x18\x02 \x01(\t\x12\x11\n\ttimed_out\x18\x03 \x01(\x08\x12\x0f\n\x07unknown\x18\x04 \x01(\x08\" \n\rTriggeredRuns\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\" \n\x0cTokenCreated\x12\x10\n\x08token_id\x18\x01 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'torpor.v1.runtime_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNTIMEREQUEST']._serialized_start=39
-  _globals['_RUNTIMEREQUEST']._serialized_end=445
-  _globals['_GETRUNCONTEXT']._serialized_start=447
-  _globals['_GETRUNCONTEXT']._serialized_end=462
-  _globals['_RUNCONTEXT']._serialized_start=465
-  _globals['_RUNCONTEXT']._serialized_end=645
-  _globals['_RUNTIMEWAIT']._serialized_start=648
-  _globals['_RUNTIMEWAIT']._serialized_end=804
-  _globals['_CHILDLIST']._serialized_start=806
-  _globals['_CHILDLIST']._serialized_end=834
-  _globals['_RUNTIMEWAITRESULT']._serialized_start=836
-  _globals['_RUNTIMEWAITRESULT']._serialized_end=872
-  _globals['_RUNTIMETRIGGER']._serialized_start=874
-  _globals['_RUNTIMETRIGGER']._serialized_end=936
-  _globals['_RUNTIMETRIGGERITEM']._serialized_start=938
-  _globals['_RUNTIMETRIGGERITEM']._serialized_end=1033
-  _globals['_RUNTIMECHECKPOINT']._serialized_start=1035
-  _globals['_RUNTIMECHECKPOINT']._serialized_end=1094
-  _globals['_RUNTIMEMETADATA']._serialized_start=1096
-  _globals['_RUNTIMEMETADATA']._serialized_end=1136
-  _globals['_RUNTIMECREATETOKEN']._serialized_start=1138
-  _globals['_RUNTIMECREATETOKEN']._serialized_end=1183
-  _globals['_RUNTIMERESULT']._serialized_start=1185
-  _globals['_RUNTIMERESULT']._serialized_end=1267
-  _globals['_RUNTIMERESPONSE']._serialized_start=1270
-  _globals['_RUNTIMERESPONSE']._serialized_end=1570
-  _globals['_EMPTY']._serialized_start=1572
-  _globals['_EMPTY']._serialized_end=1579
-  _globals['_WAITACCEPTED']._serialized_start=1581
-  _globals['_WAITACCEPTED']._serialized_end=1613
-  _globals['_WAITOUTCOME']._serialized_start=1615
-  _globals['_WAITOUTCOME']._serialized_end=1700
-  _globals['_TRIGGEREDRUNS']._serialized_start=1702
-  _globals['_TRIGGEREDRUNS']._serialized_end=1734
-  _globals['_TOKENCREATED']._serialized_start=1736
-  _globals['_TOKENCREATED']._serialized_end=1768
+  _globals['_RUNTIMEREQUEST']._serialized_start=63
+  _globals['_RUNTIMEREQUEST']._serialized_end=469
+  _globals['_GETRUNCONTEXT']._serialized_start=471
+  _globals['_GETRUNCONTEXT']._serialized_end=486
+  _globals['_RUNCONTEXT']._serialized_start=489
+  _globals['_RUNCONTEXT']._serialized_end=669
+  _globals['_RUNTIMEWAIT']._serialized_start=672
+  _globals['_RUNTIMEWAIT']._serialized_end=828
+  _globals['_CHILDLIST']._serialized_start=830
+  _globals['_CHILDLIST']._serialized_end=858
+  _globals['_RUNTIMEWAITRESULT']._serialized_start=860
+  _globals['_RUNTIMEWAITRESULT']._serialized_end=896
+  _globals['_RUNTIMETRIGGER']._serialized_start=898
+  _globals['_RUNTIMETRIGGER']._serialized_end=960
+  _globals['_RUNTIMETRIGGERITEM']._serialized_start=962
+  _globals['_RUNTIMETRIGGERITEM']._serialized_end=1057
+  _globals['_RUNTIMECHECKPOINT']._serialized_start=1059
+  _globals['_RUNTIMECHECKPOINT']._serialized_end=1118
+  _globals['_RUNTIMEMETADATA']._serialized_start=1120
+  _globals['_RUNTIMEMETADATA']._serialized_end=1160
+  _globals['_RUNTIMECREATETOKEN']._serialized_start=1162
+  _globals['_RUNTIMECREATETOKEN']._serialized_end=1207
+  _globals['_RUNTIMERESULT']._serialized_start=1209
+  _globals['_RUNTIMERESULT']._serialized_end=1291
+  _globals['_RUNTIMERESPONSE']._serialized_start=1294
+  _globals['_RUNTIMERESPONSE']._serialized_end=1635
+  _globals['_EMPTY']._serialized_start=1637
+  _globals['_EMPTY']._serialized_end=1644
+  _globals['_WAITACCEPTED']._serialized_start=1646
+  _globals['_WAITACCEPTED']._serialized_end=1678
+  _globals['_WAITOUTCOME']._serialized_start=1680
+  _globals['_WAITOUTCOME']._serialized_end=1765
+  _globals['_TRIGGEREDRUNS']._serialized_start=1767
+  _globals['_TRIGGEREDRUNS']._serialized_end=1799
+  _globals['_TOKENCREATED']._serialized_start=1801
+  _globals['_TOKENCREATED']._serialized_end=1833
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from torpor._proto.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -129,8 +130,9 @@ class RuntimeResult(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
 
 class RuntimeResponse(_message.Message):
-    __slots__ = ("error", "context", "wait_accepted", "wait_outcome", "triggered", "ok", "token")
+    __slots__ = ("error", "limit", "context", "wait_accepted", "wait_outcome", "triggered", "ok", "token")
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     WAIT_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     WAIT_OUTCOME_FIELD_NUMBER: _ClassVar[int]
@@ -138,13 +140,14 @@ class RuntimeResponse(_message.Message):
     OK_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     error: str
+    limit: _common_pb2.LimitExceeded
     context: RunContext
     wait_accepted: WaitAccepted
     wait_outcome: WaitOutcome
     triggered: TriggeredRuns
     ok: Empty
     token: TokenCreated
-    def __init__(self, error: _Optional[str] = ..., context: _Optional[_Union[RunContext, _Mapping]] = ..., wait_accepted: _Optional[_Union[WaitAccepted, _Mapping]] = ..., wait_outcome: _Optional[_Union[WaitOutcome, _Mapping]] = ..., triggered: _Optional[_Union[TriggeredRuns, _Mapping]] = ..., ok: _Optional[_Union[Empty, _Mapping]] = ..., token: _Optional[_Union[TokenCreated, _Mapping]] = ...) -> None: ...
+    def __init__(self, error: _Optional[str] = ..., limit: _Optional[_Union[_common_pb2.LimitExceeded, _Mapping]] = ..., context: _Optional[_Union[RunContext, _Mapping]] = ..., wait_accepted: _Optional[_Union[WaitAccepted, _Mapping]] = ..., wait_outcome: _Optional[_Union[WaitOutcome, _Mapping]] = ..., triggered: _Optional[_Union[TriggeredRuns, _Mapping]] = ..., ok: _Optional[_Union[Empty, _Mapping]] = ..., token: _Optional[_Union[TokenCreated, _Mapping]] = ...) -> None: ...
 
 class Empty(_message.Message):
     __slots__ = ()
