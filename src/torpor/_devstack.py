@@ -220,6 +220,11 @@ class DevStack:
             if not path.exists():
                 path.write_text(f"tp_{secrets.token_urlsafe(32)}\n")
                 path.chmod(0o600)
+        key = sec / "snapshot-key"  # so that `torpor snapshots fetch --key-file` can open this stack's snapshots
+        if not key.exists():
+            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_bytes(32).hex() + "\n")
         self.api_key = (sec / "api-keys").read_text().split()[0]
 
     def _postgres(self) -> None:
@@ -273,6 +278,7 @@ class DevStack:
             *self._cli(), "coordinator", "--db", self._db_url(), "--listen", self.address, "--store", self.store_url,
             "--api-key-file", str(self.dir / "secrets" / "api-keys"),
             "--join-token-file", str(self.dir / "secrets" / "join-tokens"),
+            "--snapshot-key-file", str(self.dir / "secrets" / "snapshot-key"),
             "--lease", "10", "--heartbeat", "2",
         ])
         self._wait_port(self.config.port, proc, "coordinator")

@@ -12,7 +12,7 @@ import pytest
 
 from helpers import need, need_root
 from torpor._errors import ConfigError
-from torpor.agent import AgentConfig, ContainerManager, Runc, find_criu
+from torpor.agent import AgentConfig, ContainerManager, Kek, Keyring, Runc, find_criu
 from torpor.agent._fence import Freezer
 from torpor.store import Store
 
@@ -33,17 +33,21 @@ def state_dir() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
+SNAPSHOT_KEYS = Keyring(Kek.generate())
+"""The test session's snapshot keys (a coordinator hands agents theirs; these tests have none)."""
+
+
 class Agent:
     """A ContainerManager plus cleanup of every container it made, by id."""
 
-    def __init__(self, state: Path, store: Store, name: str) -> None:
+    def __init__(self, state: Path, store: Store, name: str, keys: Keyring | None) -> None:
         try:
             criu = find_criu()
         except ConfigError as exc:
             need(False, f"{exc}")
             raise
         self.runc = Runc(root=state / f"runc-{name}", criu=criu)
-        self.mgr = ContainerManager(AgentConfig(state_dir=state / name), runc=self.runc, store=store)
+        self.mgr = ContainerManager(AgentConfig(state_dir=state / name), runc=self.runc, store=store, keys=keys)
         self.containers = []
 
     def start(self, **kw):
@@ -73,8 +77,8 @@ def make_agent(state_dir: Path) -> Iterator:
     _need_parts()
     made: list[Agent] = []
 
-    def make(store: Store, name: str = "a1") -> Agent:
-        agent = Agent(state_dir, store, name)
+    def make(store: Store, name: str = "a1", keys: Keyring | None = SNAPSHOT_KEYS) -> Agent:
+        agent = Agent(state_dir, store, name, keys)
         made.append(agent)
         return agent
 
