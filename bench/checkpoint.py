@@ -12,6 +12,7 @@ For each heap size (MB; half random bytes, half repetitive) and store:
   raw_restore_s  runc restore from that local image
   raw_upload_s / raw_download_s (S3 only): boto3 moving the raw image bytes, no CRIU
   stored_bytes, rss_bytes
+  sealed         the snapshot is encrypted (always, since manifest format 3)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from torpor.agent import AgentConfig, ContainerManager, Runc, find_criu  # noqa: E402
+from torpor.agent import AgentConfig, ContainerManager, Kek, Keyring, Runc, find_criu  # noqa: E402
 from torpor.store import open_store  # noqa: E402
 
 TASK = """
@@ -101,6 +102,7 @@ def bench_one(mgr: ContainerManager, app: Path, mb: int, store_kind: str, s3ctx)
     manifest = mgr.checkpoint(c, kind="suspend")
     result["suspend_s"] = round(time.monotonic() - t, 3)
     result["stored_bytes"] = manifest.archive_size
+    result["sealed"] = manifest.encryption is not None
     result["image_bytes"] = manifest.raw_bytes
     result["timings_ms"] = manifest.timings_ms
     size = log.stat().st_size
@@ -171,7 +173,7 @@ def main() -> int:
                 s3ctx = (s3.client(), bucket)
             image_dir = Path(args.image_dir) / f"torpor-bench-{os.getpid()}" if args.image_dir else None
             mgr = ContainerManager(AgentConfig(state_dir=work / f"agent-{kind}", image_dir=image_dir), runc=Runc(root=work / f"runc-{kind}", criu=criu),
-                                   store=store)
+                                   store=store, keys=Keyring(Kek.generate()))
             for mb in sizes:
                 results.append(bench_one(mgr, app, mb, kind, s3ctx))
                 print(json.dumps(results[-1]), file=sys.stderr)

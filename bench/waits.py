@@ -41,6 +41,7 @@ def pct(values: list[float]) -> dict[str, float]:
 def raw_runc(mb: int, samples: int) -> dict[str, dict[str, float]]:
     import subprocess
 
+    from torpor._seal import Kek, Keyring
     from torpor.agent import AgentConfig, ContainerManager, Runc, find_criu
     from torpor.agent._oci import Limits, write_bundle
     from torpor.store import open_store
@@ -53,7 +54,7 @@ def raw_runc(mb: int, samples: int) -> dict[str, dict[str, float]]:
         "import os, time\nhalf = %d << 19\nb = bytearray(os.urandom(half)) + bytearray(b'torpor!!' * (half // 8))\n"
         "print('ready', flush=True)\nwhile True:\n    time.sleep(0.05)\n" % mb)
     mgr = ContainerManager(AgentConfig(state_dir=work / "a"), runc=Runc(root=work / "r", criu=find_criu()),
-                           store=open_store(f"file://{work}/store"))
+                           store=open_store(f"file://{work}/store"), keys=Keyring(Kek.generate()))
     dumps, restores = [], []
     try:
         for i in range(samples):

@@ -222,6 +222,8 @@ class DevStack:
         private_dir(self.secrets_dir, self.notes)
         for fname in ("api-keys", "join-tokens"):
             read_or_create(self.secrets_dir / fname, lambda: f"tp_{secrets.token_urlsafe(32)}", self.notes)
+        # So that `torpor snapshots fetch --key-file` can open this stack's snapshots.
+        read_or_create(self.secrets_dir / "snapshot-key", lambda: secrets.token_bytes(32).hex(), self.notes)
         self.api_key = (self.secrets_dir / "api-keys").read_text().split()[0]
 
     def _postgres(self) -> None:
@@ -247,6 +249,7 @@ class DevStack:
             *self._cli(), "coordinator", "--listen", self.address, "--store", self.store_url,
             "--api-key-file", str(self.secrets_dir / "api-keys"),
             "--join-token-file", str(self.secrets_dir / "join-tokens"),
+            "--snapshot-key-file", str(self.secrets_dir / "snapshot-key"),
             "--lease", "10", "--heartbeat", "2",
         ], env={"TORPOR_DB": self._pg.url()})
         self._wait_port(self.config.port, proc, "coordinator")

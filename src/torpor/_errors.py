@@ -85,9 +85,20 @@ class NotFoundError(TorporError):
 
 
 class IntegrityError(TorporError):
-    """Stored data does not match its recorded size or sha256: it is never used."""
+    """Stored data does not match its recorded size or sha256, or fails authentication: it is never used."""
 
     code = ErrorCode.FAILED_PRECONDITION
+
+
+class MissingKeyError(IntegrityError):
+    """A snapshot is sealed under a key-encryption key this process was not given (``kek_id`` names it).
+
+    Not the snapshot's fault: it opens once the key is supplied.
+    """
+
+    def __init__(self, message: str, *, kek_id: str) -> None:
+        super().__init__(message)
+        self.kek_id = kek_id
 
 
 class ContainerError(TorporError):

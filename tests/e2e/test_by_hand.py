@@ -13,6 +13,8 @@ import os
 import subprocess
 import time
 
+import psycopg
+
 from e2e_support import CLI, PROJECT, Procs, _need_stack, runc_ids
 from helpers import assert_eventually, free_port
 
@@ -62,6 +64,10 @@ def test_coordinator_and_two_agents_by_hand(empty_postgres_url, s3_target, work)
         suspended = assert_eventually(lambda: (r := show(waiting))["status"] == "SUSPENDED" and r, timeout=60)
         location = suspended["checkpoints"][-1]["location"]
         assert any(k.endswith(location) for k in s3_target.raw_keys())
+        # No key file given: sealed under the key the coordinator generated and keeps in Postgres.
+        with psycopg.connect(empty_postgres_url) as conn:
+            (generated,) = conn.execute("SELECT id FROM snapshot_key").fetchone()
+        assert suspended["checkpoints"][-1]["key_id"] == generated
         # A run checkpointed every second, whose host is about to die.
         moving = json.loads(cli("trigger", "steady", "--payload", '{"steps": 48}', "--json"))["id"]
         run = assert_eventually(lambda: (r := show(moving))["status"] == "RUNNING" and len(r["checkpoints"]) >= 2 and r,

@@ -93,7 +93,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(fresh_pair):
                             timeout=10)
     time.sleep(1.0)
     assert [c["id"] for c in fresh_pair.cli_json("runs", "show", run_id)["checkpoints"]] == ids
-    newest = fresh_pair.dir / "store" / "runs" / run_id / "checkpoints" / ids[-1] / "snapshot.zst"
+    newest = fresh_pair.dir / "store" / "runs" / run_id / "checkpoints" / ids[-1] / "snapshot.sealed"
     data = bytearray(newest.read_bytes())
     data[len(data) // 2] ^= 0xFF
     newest.write_bytes(bytes(data))

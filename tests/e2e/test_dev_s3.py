@@ -26,7 +26,7 @@ def test_dev_with_an_s3_store(s3_target):
         keys = s3_target.raw_keys()  # while the run waits, its snapshot is in S3
         location = waiting["checkpoints"][-1]["location"]
         assert any(k.endswith(location) for k in keys), keys
-        assert any(k.endswith(location.replace("manifest.json", "snapshot.zst")) for k in keys), keys
+        assert any(k.endswith(location.replace("manifest.json", "snapshot.sealed")) for k in keys), keys
         assert any("deployments/" in k for k in keys)
         done = wait_status(stack, run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=90)
         assert done["status"] == "COMPLETED" and done["output"]["before"] == done["output"]["after"], done

@@ -44,6 +44,7 @@ PLACEHOLDERS = {
     "KEY_ID": "key_0123456789abcdef",
     "URL": "file:///var/tmp/torpor-doc-store",
     "DEST": "/var/tmp/torpor-doc-dest",
+    "KEY_FILE": "/var/tmp/torpor-doc-snapshot-key",
     "tpj_...": "tpj_dummy",
     "tpk_...": "tpk_dummy",
     "s3://BUCKET/PREFIX": "s3://bucket/prefix",
@@ -527,13 +528,17 @@ def test_inspecting_snapshots_as_documented(stack, tmp_path):
         run = wait_status(stack, run_id, {"SUSPENDED"}, timeout=60)
         latest = run["checkpoints"][-1]
         list_line, fetch_line = doc_line("torpor snapshots list"), doc_line("torpor snapshots fetch")
-        subs = {"RUN_ID": run_id, "URL": store}
+        # torpor dev's coordinator seals snapshots under the key it keeps in DATA_DIR/secrets (operations.md)
+        subs = {"RUN_ID": run_id, "URL": store, "KEY_FILE": str(stack.dir / "secrets" / "snapshot-key")}
 
         human = run_doc(_optional_variants(list_line)[1], env, subs).stdout
         listed = json.loads(run_doc(_optional_variants(list_line)[0], env, subs).stdout)
         assert listed and listed[-1]["id"] in latest["location"], (listed, latest)
         assert all(i["id"] in human for i in listed), human
         assert listed[-1]["stored_bytes"] > 0 and listed[-1]["raw_bytes"] >= 5 << 20
+        assert listed[-1]["key_id"].startswith("kek-") and listed[-1]["key_id"] in human
+        counted = json.loads(run_doc(_optional_variants(doc_line("torpor snapshots keys"))[0], env, subs).stdout)
+        assert counted.get(listed[-1]["key_id"], 0) >= 1, counted
 
         dest = tmp_path / "image"
         out = run_doc(_optional_variants(fetch_line)[1], env, {**subs, "DEST": str(dest)}).stdout
@@ -556,5 +561,9 @@ def test_inspecting_snapshots_as_documented(stack, tmp_path):
         refused = run_doc(_optional_variants(fetch_line)[1], env, {**subs, "DEST": str(bad)}, check=False)
         assert refused.returncode == 1 and "corrupt" in refused.stderr, refused.stderr
         assert not bad.exists()
+        # "Without the right key, fetch says which key the checkpoint needs."
+        keyless = _optional_variants(fetch_line)[1].replace(" --key-file KEY_FILE", "")
+        told = run_doc(keyless, env, {**subs, "DEST": str(bad)}, check=False)
+        assert told.returncode == 1 and f"encrypted with snapshot key {listed[-1]['key_id']}" in told.stderr, told.stderr
     finally:
         stack.cli("runs", "cancel", run_id, check=False)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from torpor._errors import ConfigError, ContainerError, StoreError
+from torpor._seal import Keyring
 from torpor.agent._criu import CriuInfo
 from torpor.agent._netns import DEFAULT_SUBNET, NetworkPool, RunNetwork, check_mode
 from torpor.agent._logs import LogBudget
@@ -34,15 +35,14 @@ from torpor.agent._snapshot import (
     ArchiveWriter,
     Manifest,
     _Regrown,
-    archive_key,
     archive_while_dumping,
-    download_image,
     finish_archive,
     read_manifest,
     upload_image,
     verify_archived,
     write_manifest,
 )
+from torpor.agent._unpack import download_image, open_key
 from torpor.store import Progress, Store
 
 log = logging.getLogger(__name__)
@@ -124,10 +124,18 @@ def _remove_later(*paths: Path) -> None:
 
 
 class ContainerManager:
-    def __init__(self, config: AgentConfig, *, runc: Runc, store: Store, log_sink: LogSink | None = None) -> None:
+    """``keys``: the snapshot keys (``torpor._seal.Keyring``): every checkpoint is sealed under
+    ``keys.current``, and a restore opens snapshots sealed under any of them. None (an agent that has not
+    registered yet) refuses checkpoints and restores only snapshots from before encryption. The daemon
+    replaces ``keys`` when its coordinator hands it keys; each checkpoint or restore reads it once.
+    """
+
+    def __init__(self, config: AgentConfig, *, runc: Runc, store: Store, keys: Keyring | None,
+                 log_sink: LogSink | None = None) -> None:
         self.config = config
         self.runc = runc
         self.store = store
+        self.keys = keys
         self.log_sink = log_sink
         self.state = config.state_dir
         longest = len(str(self.state)) + len("/sockets/") + 12 + len("/runtime.sock")
@@ -315,6 +323,10 @@ class ContainerManager:
         and its bundle removed once the snapshot is durable. On failure the
         CRIU log is uploaded beside where the snapshot would have been.
         """
+        keys = self.keys
+        if keys is None:
+            raise ConfigError(f"no checkpoint of container {container.id}: this agent has no snapshot key yet (its "
+                              "coordinator hands it one when it registers), and snapshots are never stored in clear")
         checkpoint_id = checkpoint_id or uuid.uuid4().hex
         image_dir = self.images / f"{container.id}-{checkpoint_id}"
         work_dir = image_dir.with_name(image_dir.name + ".work")
@@ -325,8 +337,8 @@ class ContainerManager:
         try:
             proc = self.runc.start_checkpoint(container.id, image_dir=image_dir, work_dir=work_dir,
                                               leave_running=leave_running)
-            # Compression and upload run while CRIU dumps (see _snapshot).
-            archive = ArchiveWriter(self.store, archive_key(container.run_id, checkpoint_id), progress=progress)
+            # Compression, sealing and upload run while CRIU dumps (see _snapshot).
+            archive = ArchiveWriter(self.store, container.run_id, checkpoint_id, keys=keys, progress=progress)
             deadline = time.monotonic() + self.config.dump_timeout
 
             def dumping() -> bool:
@@ -357,8 +369,8 @@ class ContainerManager:
                 # CRIU wrote a pages file after starting a later one: archive it again, after the dump.
                 archive.abort()
                 log.warning("pages file %s grew after it was archived; uploading the image again", exc)
-                manifest = upload_image(self.store, image_dir, timings_ms={"dump": dump_ms}, progress=progress,
-                                        **meta)  # type: ignore[arg-type]
+                manifest = upload_image(self.store, image_dir, keys=keys, timings_ms={"dump": dump_ms},
+                                        progress=progress, **meta)  # type: ignore[arg-type]
             except StoreError as exc:
                 # The store failed while CRIU was dumping to local disk: let the dump finish there. A stop-mode
                 # dump has ended the task, so its image is the run's only copy: upload it again until the store
@@ -375,7 +387,7 @@ class ContainerManager:
                 if leave_running:
                     raise
                 dump_ms = int((time.monotonic() - t0) * 1000)
-                manifest = self._upload_until_stored(image_dir, dump_ms, progress, meta)
+                manifest = self._upload_until_stored(image_dir, dump_ms, progress, meta, keys)
             except BaseException:
                 archive.abort()
                 if proc.poll() is None:
@@ -396,14 +408,14 @@ class ContainerManager:
         return manifest
 
     def _upload_until_stored(self, image_dir: Path, dump_ms: int, progress: Progress | None,
-                             meta: dict[str, object]) -> Manifest:
+                             meta: dict[str, object], keys: Keyring) -> Manifest:
         """Upload a finished stop-mode image, again and again while the store is down (up to ``upload_patience``)."""
         give_up = time.monotonic() + self.config.upload_patience
         delay = 0.5
         while True:
             try:
-                return upload_image(self.store, image_dir, timings_ms={"dump": dump_ms}, progress=progress,
-                                    **meta)  # type: ignore[arg-type]
+                return upload_image(self.store, image_dir, keys=keys, timings_ms={"dump": dump_ms},
+                                    progress=progress, **meta)  # type: ignore[arg-type]
             except StoreError as exc:
                 if time.monotonic() + delay > give_up:
                     raise
@@ -436,20 +448,25 @@ class ContainerManager:
 
     def restore(self, manifest: Manifest | str, *, app_dir: Path | None = None, limits: Limits = Limits(),
                 progress: Progress | None = None, before_launch: Callable[[Path], None] | None = None,
-                network: str | None = None, log_budget: LogBudget | None = None) -> Container:
+                network: str | None = None, log_budget: LogBudget | None = None,
+                sealed_under: str | None = None) -> Container:
         """Download, verify and restore a checkpoint under a new container id and bundle.
 
         The container gets a fresh namespace of the mode the checkpoint was taken in (``network`` for a
         checkpoint that does not say): its listening sockets listen again there, its connections to the
         outside come back closed. ``log_budget``: the output it may keep (None: all of it).
+        ``sealed_under``: the key id the checkpoint was recorded with; a manifest that is not sealed under it
+        (an unencrypted one put in its place) is refused.
         """
         if isinstance(manifest, str):
             manifest = read_manifest(self.store, manifest)
+        keys = self.keys
+        open_key(manifest, keys, sealed_under=sealed_under)  # a missing key fails here, before any download
         run_id = manifest.run_id
         container_id = self._new_id(run_id)
         image_dir = self.images / f"{container_id}-restore"
         work_dir = self.state / "criu" / f"{container_id}.work"
-        download_image(self.store, manifest, image_dir, progress=progress)
+        download_image(self.store, manifest, image_dir, keys=keys, progress=progress)
         try:
             # CRIU opens some images from inside the new user namespace before
             # its id maps exist, so they must be readable by "others"; the

@@ -21,11 +21,12 @@ import grpc
 import psutil
 
 from torpor import _faults
-from torpor._errors import CriuError, IntegrityError, NotFoundError, StoreError
+from torpor._errors import ConfigError, CriuError, IntegrityError, MissingKeyError, NotFoundError, StoreError
 from torpor._logging import bind
 from torpor._proto.v1 import agent_pb2 as ap
 from torpor._proto.v1 import agent_pb2_grpc as ag
 from torpor._proto.v1 import common_pb2 as cm
+from torpor._seal import keyring_of
 from torpor.agent import _bundle, _hygiene
 from torpor.agent._bounds import AgentBounds
 from torpor.agent._containers import AgentConfig, ContainerManager
@@ -72,7 +73,8 @@ class Agent:
     def __init__(self, config: DaemonConfig, *, containers: AgentConfig, runc: Runc, store: Store) -> None:
         self.config = config
         self.store = store
-        self.mgr = ContainerManager(containers, runc=runc, store=store, log_sink=self._on_log)
+        # Snapshot keys arrive with Registered (memory only, never on disk); until then no checkpoint is taken.
+        self.mgr = ContainerManager(containers, runc=runc, store=store, keys=None, log_sink=self._on_log)
         self.runs: dict[str, RunSlot] = {}
         self.lock = threading.RLock()
         self.outbox = Outbox(log_bytes=config.bounds.outbox_log_bytes)
@@ -295,6 +297,7 @@ class Agent:
             self.lease_seconds = r.lease_seconds or self.lease_seconds
             self.fence.fence_seconds = r.fence_seconds or 0.8 * (r.lease_seconds or 15.0)
             self.fence.renewed(self._register_sent, lambda: self._kill_stale(list(r.stale)), self._unpause)
+            self._take_keys(r)
             self.connected.set()
             log.info("registered with %s as %s", self.config.coordinator, self.config.name)
             return
@@ -317,6 +320,17 @@ class Agent:
             log.warning("ignoring unknown coordinator message %s", kind)
             return
         self.pool.submit(self._guarded, handler, getattr(msg, kind), kind)
+
+    def _take_keys(self, r: ap.Registered) -> None:
+        """Use the snapshot keys the coordinator sent (kept in memory only); without any, keep the old ones."""
+        try:
+            if not r.HasField("snapshot_key"):
+                raise ConfigError("it sent none (upgrade coordinators before agents)")
+            self.mgr.keys = keyring_of((r.snapshot_key.id, r.snapshot_key.key),
+                                       [(k.id, k.key) for k in r.old_snapshot_keys])
+        except ConfigError as exc:
+            log.error("no usable snapshot key from the coordinator: %s; %s", exc,
+                      "checkpoints are refused" if self.mgr.keys is None else "keeping the keys it sent before")
 
     def _guarded(self, handler, body, kind: str) -> None:  # type: ignore[no-untyped-def]
         run = getattr(body, "run", None) or getattr(getattr(body, "spec", None), "run", None)
@@ -418,13 +432,17 @@ class Agent:
         try:
             slot.container = self.mgr.restore(body.checkpoint_location, app_dir=app, limits=self._limits(spec),
                                               before_launch=self._serve(slot), network=spec.settings.network or None,
-                                              log_budget=LogBudget.of(spec, self.config.bounds))
+                                              log_budget=LogBudget.of(spec, self.config.bounds),
+                                              sealed_under=body.checkpoint_key_id or None)
         except (IntegrityError, NotFoundError, CriuError) as exc:
-            # The checkpoint is at fault, not this host: say which, so the coordinator tries an older one.
+            # The checkpoint is at fault, not this host: say which, so the coordinator tries an older one. A
+            # missing snapshot key is the configuration's fault: the checkpoint is kept and tried again later.
             self._drop(slot)
+            no_key = isinstance(exc, MissingKeyError)
             log.error("checkpoint %s of run %s cannot be restored: %s", body.checkpoint_id, spec.run.run_id, exc)
             self.send(ap.AgentMessage(command_failed=ap.CommandFailed(
-                run=slot.ref(), command="restore", error=str(exc)[:4000], bad_checkpoint_id=body.checkpoint_id)))
+                run=slot.ref(), command="restore", error=str(exc)[:4000], snapshot_key_missing=no_key,
+                bad_checkpoint_id="" if no_key else body.checkpoint_id)))
             return
         except BaseException:
             self._drop(slot)
@@ -554,7 +572,7 @@ class Agent:
         return cm.Checkpoint(
             id=manifest.checkpoint_id, kind=kind, size_bytes=manifest.archive_size, raw_bytes=manifest.raw_bytes,
             duration_ms=int((time.monotonic() - t0) * 1000), agent=self.config.name, location=manifest.key,
-            generation=slot.generation,
+            generation=slot.generation, key_id=manifest.encryption.kek_id if manifest.encryption else "",
         )
 
     def _on_checkpoint(self, body: ap.CheckpointCommand) -> None:

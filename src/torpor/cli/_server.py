@@ -64,11 +64,26 @@ _db_option = click.option("--db", "db_url", envvar="TORPOR_DB", required=True,
               help="Child runs one run may trigger over its life; a trigger past it raises LimitExceeded in the "
                    "task (env TORPOR_MAX_CHILDREN).")
 @click.option("--no-migrate", is_flag=True, help="Do not apply pending migrations at start.")
+@click.option("--snapshot-key-file", type=click.Path(dir_okay=False), envvar="TORPOR_SNAPSHOT_KEY_FILE",
+              help="The key agents encrypt snapshots with: 32 random bytes as 64 hex digits or base64, in a file "
+                   "readable by its owner only (mode 0600 or 0400). Without it, a key generated once and kept in "
+                   "Postgres (env TORPOR_SNAPSHOT_KEY_FILE).")
+@click.option("--snapshot-old-key-file", "old_key_files", multiple=True, type=click.Path(dir_okay=False),
+              envvar="TORPOR_SNAPSHOT_OLD_KEY_FILES",
+              help="Repeatable: an older snapshot key, used only to open snapshots made before a rotation "
+                   "(env TORPOR_SNAPSHOT_OLD_KEY_FILES, paths separated by ':').")
 def coordinator_cmd(db_url: str, listen: str, store_url: str | None, api_key_file: str | None, join_token_file: str | None,
                     tls_cert: str | None, tls_key: str | None, no_auth: bool, lease_seconds: float,
                     heartbeat_seconds: float, pool_size: int, orphan_sweep_seconds: float,
-                    orphan_grace_seconds: float, log_budget: int, max_children: int, no_migrate: bool) -> None:
-    """Run a coordinator: the gRPC API and the agent channel, over Postgres."""
+                    orphan_grace_seconds: float, log_budget: int, max_children: int, no_migrate: bool,
+                    snapshot_key_file: str | None, old_key_files: tuple[str, ...]) -> None:
+    """Run a coordinator: the gRPC API and the agent channel, over Postgres.
+
+    Agents encrypt every snapshot under a key this coordinator hands them when
+    they register: --snapshot-key-file, or else a key generated once and kept
+    in the database (docs/security.md, "Snapshot encryption").
+    """
+    from torpor._seal import read_key_file
     from torpor.coordinator import Coordinator, CoordinatorConfig, Limits, TLSConfig
 
     if bool(tls_cert) != bool(tls_key):
@@ -76,6 +91,11 @@ def coordinator_cmd(db_url: str, listen: str, store_url: str | None, api_key_fil
     if heartbeat_seconds * 2 > lease_seconds:
         raise click.UsageError(f"--heartbeat {heartbeat_seconds:g} is too long for --lease {lease_seconds:g}: "
                                "an agent must be able to miss a heartbeat and keep its lease (heartbeat <= lease / 2)")
+    try:
+        snapshot_key = read_key_file(snapshot_key_file) if snapshot_key_file else None
+        old_keys = tuple(read_key_file(p) for p in old_key_files)
+    except TorporError as exc:
+        raise click.ClickException(str(exc)) from None
     store = None
     if store_url:
         from torpor.cli._s3 import s3_options_from_env
@@ -89,6 +109,7 @@ def coordinator_cmd(db_url: str, listen: str, store_url: str | None, api_key_fil
         lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds, db_pool_size=pool_size,
         orphan_sweep_seconds=orphan_sweep_seconds, orphan_grace_seconds=orphan_grace_seconds,
         migrate=not no_migrate, log_budget_bytes=log_budget, limits=Limits(max_children=max_children),
+        snapshot_key=snapshot_key, old_snapshot_keys=old_keys,
     )
     coord = Coordinator(config, store=store)
     try:

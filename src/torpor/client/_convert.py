@@ -68,7 +68,7 @@ def wait_dict(w: common_pb2.RunWait) -> dict[str, Any]:
 def checkpoint_dict(c: common_pb2.Checkpoint) -> dict[str, Any]:
     return {"id": c.id, "kind": common_pb2.CheckpointKind.Name(c.kind), "size_bytes": c.size_bytes,
             "raw_bytes": c.raw_bytes, "duration_ms": c.duration_ms, "agent": c.agent, "location": c.location,
-            "generation": c.generation, "created_at": _time(c, "created_at")}
+            "generation": c.generation, "created_at": _time(c, "created_at"), "key_id": c.key_id or None}
 
 
 def agent_dict(a: coordinator_pb2.AgentInfo) -> dict[str, Any]:

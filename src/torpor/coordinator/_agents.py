@@ -18,6 +18,7 @@ import grpc
 from torpor._errors import ConfigError, LimitExceeded, TorporError
 from torpor._logging import bind
 from torpor._proto.v1 import agent_pb2, agent_pb2_grpc, common_pb2
+from torpor._seal import Keyring
 from torpor.coordinator import _outbox
 from torpor.coordinator import _reports as reports
 from torpor.coordinator._auth import KeyChecker, StreamGuard
@@ -123,8 +124,11 @@ def fence_seconds(lease: float) -> float:
 
 class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
     def __init__(self, db: Database, config: CoordinatorConfig, coordinator_id: str, sessions: Sessions,
-                 on_connect: Callable[[str], None], wake: Callable[[], None], checker: KeyChecker | None = None) -> None:
+                 on_connect: Callable[[str], None], wake: Callable[[], None], *, checker: KeyChecker | None = None,
+                 snapshot_keys: Keyring) -> None:
         self._checker = checker
+        self._snapshot_keys = [agent_pb2.SnapshotKey(id=k.id, key=k.key)
+                               for k in (snapshot_keys.current, *snapshot_keys.older)]
         self._db = db
         self._config = config
         self._id = coordinator_id
@@ -149,7 +153,8 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
         log.info("agent %s connected with %d slots", reg.name, reg.slots)
         yield agent_pb2.CoordinatorMessage(registered=agent_pb2.Registered(
             lease_seconds=self._config.lease_seconds, heartbeat_seconds=self._config.heartbeat_seconds,
-            fence_seconds=fence_seconds(self._config.lease_seconds), stale=reports.stale_refs(fence)))
+            fence_seconds=fence_seconds(self._config.lease_seconds), stale=reports.stale_refs(fence),
+            snapshot_key=self._snapshot_keys[0], old_snapshot_keys=self._snapshot_keys[1:]))
         for msg in fence:
             yield msg
         reader = threading.Thread(target=self._read, args=(session, request_iterator), name=f"agent-{reg.name}", daemon=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from torpor._seal import Kek
+
 
 @dataclass(frozen=True, kw_only=True)
 class TLSConfig:
@@ -88,3 +90,9 @@ class CoordinatorConfig:
     """Name of this coordinator in the agents table; empty picks hostname:pid:random."""
     migrate: bool = True
     """Apply pending schema migrations at start."""
+    snapshot_key: Kek | None = None
+    """The key-encryption key agents seal every snapshot under (``--snapshot-key-file``); None: the one the
+    first coordinator generated and kept in Postgres (generated at start if there is none)."""
+    old_snapshot_keys: tuple[Kek, ...] = ()
+    """Older keys handed to agents to open snapshots sealed before a rotation, never to seal; the Postgres key
+    is added to them when ``snapshot_key`` is set."""

@@ -37,7 +37,7 @@ def checkpoint(row: dict[str, Any]) -> common_pb2.Checkpoint:
     return common_pb2.Checkpoint(
         id=row["id"], kind=common_pb2.CheckpointKind.Value(row["kind"]), size_bytes=row["size_bytes"],
         raw_bytes=row["raw_bytes"], duration_ms=row["duration_ms"], agent=row["agent"], location=row["location"],
-        generation=row["generation"], created_at=ts(row["created_at"]),
+        generation=row["generation"], created_at=ts(row["created_at"]), key_id=row["key_id"] or "",
     )
 
 

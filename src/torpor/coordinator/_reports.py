@@ -93,6 +93,8 @@ def register(cur: Cursor, coordinator_id: str, session_id: str, reg: agent_pb2.R
 
 STORE_PAUSE = 2.0
 """Seconds before a run whose start or restore found the store unreachable is placed again."""
+KEY_PAUSE = 30.0
+"""Seconds before a run whose snapshot key an agent lacked is placed again: an operator must add the key."""
 
 
 class ReportGap(Exception):
@@ -241,9 +243,10 @@ def checkpoint_recorded(cur: Cursor, agent: str, m: agent_pb2.CheckpointRecorded
         # A stale copy's snapshot is in the store all the same: record it released, so the janitor deletes it.
         cur.execute(
             "INSERT INTO checkpoints (run_id, id, kind, size_bytes, raw_bytes, duration_ms, agent, location, generation,"
-            " attempt, released_at) SELECT id, %s, %s, %s, %s, %s, %s, %s, %s, attempt, now() FROM runs WHERE id = %s"
-            " ON CONFLICT (run_id, id) DO NOTHING",
-            (c.id, kind, c.size_bytes, c.raw_bytes, c.duration_ms, agent, c.location, m.run.generation, m.run.run_id),
+            " key_id, attempt, released_at) SELECT id, %s, %s, %s, %s, %s, %s, %s, %s, %s, attempt, now() FROM runs"
+            " WHERE id = %s ON CONFLICT (run_id, id) DO NOTHING",
+            (c.id, kind, c.size_bytes, c.raw_bytes, c.duration_ms, agent, c.location, m.run.generation,
+             c.key_id or None, m.run.run_id),
         )
         return [kill_message(m.run.run_id, m.run.generation, "stale_generation")]
     # A dump that finishes after the run ended (canceled, timed out mid-dump) is recorded released: the
@@ -251,10 +254,11 @@ def checkpoint_recorded(cur: Cursor, agent: str, m: agent_pb2.CheckpointRecorded
     finished = run["status"] in TERMINAL
     cur.execute(
         "INSERT INTO checkpoints (run_id, id, kind, size_bytes, raw_bytes, duration_ms, agent, location, generation,"
-        " attempt, wait_id, request_id, released_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-        " CASE WHEN %s THEN now() END) ON CONFLICT (run_id, id) DO NOTHING",
+        " attempt, wait_id, request_id, key_id, released_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+        " %s, CASE WHEN %s THEN now() END) ON CONFLICT (run_id, id) DO NOTHING",
         (run["id"], c.id, kind, c.size_bytes, c.raw_bytes, c.duration_ms, agent, c.location, run["generation"],
-         run["attempt"], run["waiting_on"] if kind == "SUSPEND" else None, m.request_id or None, finished),
+         run["attempt"], run["waiting_on"] if kind == "SUSPEND" else None, m.request_id or None, c.key_id or None,
+         finished),
     )
     if finished:
         return []
@@ -334,6 +338,10 @@ def command_failed(cur: Cursor, agent: str, m: agent_pb2.CommandFailed, max_fail
         return []
     if m.command == "restore" and run["status"] == RESTORING and m.bad_checkpoint_id:
         life.checkpoint_unusable(cur, run, m.bad_checkpoint_id, f"agent {agent}: {m.error}", max_failures=max_failures)
+    elif m.snapshot_key_missing and m.command == "restore" and run["status"] == RESTORING:
+        life.host_failure(cur, run, f"agent {agent} lacks the snapshot key: {m.error}; trying again in "
+                          f"{KEY_PAUSE:g}s", max_failures=max_failures, spend=False, pause=KEY_PAUSE,
+                          event="snapshot_key_missing")
     elif m.store_unavailable and (m.command == "start" and run["status"] == STARTING
                                   or m.command == "restore" and run["status"] == RESTORING):
         life.host_failure(cur, run, f"agent {agent} could not reach the store to {m.command} the run: {m.error}; "

@@ -173,7 +173,8 @@ def _assign(cur: Cursor, run: dict[str, Any], agent: str, cache: dict[tuple[str,
         )
         add_event(cur, run, "host_lost", "no checkpoint left to restore from; restarting the attempt")
         return None
-    restore = agent_pb2.RestoreRun(spec=spec, checkpoint_location=ckpt["location"], checkpoint_id=ckpt["id"])
+    restore = agent_pb2.RestoreRun(spec=spec, checkpoint_location=ckpt["location"], checkpoint_id=ckpt["id"],
+                                   checkpoint_key_id=ckpt["key_id"] or "")
     if ckpt["kind"] == "SUSPEND" and ckpt["wait_id"]:
         cur.execute("SELECT * FROM waitpoints WHERE run_id = %s AND attempt = %s AND wait_id = %s",
                     (run["id"], run["attempt"], ckpt["wait_id"]))

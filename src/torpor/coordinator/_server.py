@@ -22,6 +22,7 @@ from torpor.coordinator._hub import Hub
 from torpor.coordinator._migrate import migrate
 from torpor.coordinator._outbox import Deliverer
 from torpor.coordinator._scheduler import Scheduler
+from torpor.coordinator._snapshot_keys import load_keyring
 from torpor.coordinator._timers import Timers
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Coordinator:
             if before != after:
                 log.info("database schema migrated from version %d to %d", before, after)
         self.db.open()
+        self.snapshot_keys = load_keyring(self.db, key=self.config.snapshot_key, old=self.config.old_snapshot_keys)
         interceptors = []
         checker = None
         if self.config.auth:
@@ -80,7 +82,7 @@ class Coordinator:
             CoordinatorServicer(self.db, self.config, self.hub, store=self.store, checker=checker), server)
         agent_pb2_grpc.add_AgentChannelServicer_to_server(
             AgentChannelServicer(self.db, self.config, self.id, self.sessions, self.deliverer.kick, self.scheduler.wake,
-                                 checker=checker),
+                                 checker=checker, snapshot_keys=self.snapshot_keys),
             server)
         if self.config.tls is not None:
             try:

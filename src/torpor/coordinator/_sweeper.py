@@ -2,7 +2,7 @@
 
 The janitor deletes the folders of *released* checkpoints; it cannot know of
 a folder no row names. Such orphans come from an agent that died mid-upload
-(a ``snapshot.zst`` without its manifest, a multipart upload or a temporary
+(a ``snapshot.sealed`` without its manifest, a multipart upload or a temporary
 file never finished), a failed dump (``dump.failed.log``), a snapshot whose
 CheckpointRecorded never became a row (the run was gone), or a run deleted
 with its rows. Every ``orphan_sweep_seconds`` one coordinator (a Postgres

@@ -21,6 +21,18 @@ def big_state(payload):
     return {"before": before, "after": hashlib.sha256(blob).hexdigest(), "attempt": context().attempt}
 
 
+@task(id="secret-wait")
+def secret_wait(payload):
+    """Holds secrets derived from payload["marker"] (1 MiB of bytes and a sentence) across a long wait."""
+    marker = payload["marker"]
+    secret = hashlib.shake_256(marker.encode()).digest(1 << 20)
+    phrase = f"the database password is {marker}"
+    before = hashlib.sha256(secret + phrase.encode()).hexdigest()
+    wait.for_(seconds=payload.get("seconds", 30))
+    return {"before": before, "after": hashlib.sha256(secret + phrase.encode()).hexdigest(),
+            "attempt": context().attempt}
+
+
 @task(id="busy")
 def busy(payload):
     """Holds its slot (no wait) for a while."""

@@ -12,7 +12,7 @@ import pytest
 
 from helpers import need, need_root
 from torpor._errors import ConfigError
-from torpor.agent import AgentConfig, ContainerManager, Runc, find_criu
+from torpor.agent import AgentConfig, ContainerManager, Kek, Keyring, Runc, find_criu
 from torpor.agent._fence import Freezer
 from torpor.store import Store
 
@@ -33,10 +33,14 @@ def state_dir() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
+SNAPSHOT_KEYS = Keyring(Kek.generate())
+"""The test session's snapshot keys (a coordinator hands agents theirs; these tests have none)."""
+
+
 class Agent:
     """A ContainerManager plus cleanup of every container it made, by id."""
 
-    def __init__(self, state: Path, store: Store, name: str, **config: object) -> None:
+    def __init__(self, state: Path, store: Store, name: str, keys: Keyring | None, **config: object) -> None:
         try:
             criu = find_criu()
         except ConfigError as exc:
@@ -44,7 +48,7 @@ class Agent:
             raise
         self.runc = Runc(root=state / f"runc-{name}", criu=criu)
         config_ = AgentConfig(state_dir=state / name, **config)  # type: ignore[arg-type]
-        self.mgr = ContainerManager(config_, runc=self.runc, store=store)
+        self.mgr = ContainerManager(config_, runc=self.runc, store=store, keys=keys)
         self.containers = []
 
     def start(self, **kw):
@@ -75,8 +79,8 @@ def make_agent(state_dir: Path) -> Iterator:
     _need_parts()
     made: list[Agent] = []
 
-    def make(store: Store, name: str = "a1", **config: object) -> Agent:
-        agent = Agent(state_dir, store, name, **config)
+    def make(store: Store, name: str = "a1", keys: Keyring | None = SNAPSHOT_KEYS, **config: object) -> Agent:
+        agent = Agent(state_dir, store, name, keys, **config)
         made.append(agent)
         return agent
 

@@ -256,11 +256,13 @@ class FakeAgent:
                                                   output_json=json.dumps(output) if not error else "",
                                                   error=error, traceback=traceback, reason=reason))
 
-    def checkpoint(self, run_id: str, ckpt_id: str, kind: int = common_pb2.SUSPEND, request_id: str = "") -> None:
+    def checkpoint(self, run_id: str, ckpt_id: str, kind: int = common_pb2.SUSPEND, request_id: str = "",
+                   key_id: str = "") -> None:
         self.send(checkpoint_recorded=agent_pb2.CheckpointRecorded(
             run=self.ref(run_id), request_id=request_id,
             checkpoint=common_pb2.Checkpoint(id=ckpt_id, kind=kind, size_bytes=1234, raw_bytes=5678, duration_ms=42,
-                                             agent=self.name, location=f"runs/{run_id}/checkpoints/{ckpt_id}/manifest.json")))
+                                             agent=self.name, location=f"runs/{run_id}/checkpoints/{ckpt_id}/manifest.json",
+                                             key_id=key_id)))
 
     def suspend(self, run_id: str, wait_id: str) -> None:
         """What a real agent does after SuspendRun: dump, record the checkpoint, exit as suspended."""

@@ -11,6 +11,7 @@ from coord_support import (  # noqa: F401  (fixtures)
 )
 from torpor._proto.v1 import agent_pb2
 from torpor.cli import cli
+from torpor.coordinator import latest_version
 
 
 def _run(coordinator, *args, ok=True):
@@ -85,8 +86,6 @@ def test_trigger_wait_tokens_agents(coordinator, client, agents):
 def test_migrate_and_keys(empty_postgres_url):
     runner = CliRunner()
     first = runner.invoke(cli, ["migrate", "--db", empty_postgres_url])
-    from torpor.coordinator import latest_version
-
     assert first.exit_code == 0 and f"schema at version {latest_version()} (was 0)" in first.output
     assert "up to date" in runner.invoke(cli, ["migrate", "--db", empty_postgres_url]).output
     created = runner.invoke(cli, ["keys", "create", "--db", empty_postgres_url, "--kind", "agent", "--json"])

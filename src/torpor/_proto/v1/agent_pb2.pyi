@@ -217,20 +217,22 @@ class TokenRegistered(_message.Message):
     def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., token_id: _Optional[str] = ..., timeout_unix: _Optional[float] = ...) -> None: ...
 
 class CommandFailed(_message.Message):
-    __slots__ = ("run", "command", "error", "request_id", "bad_checkpoint_id", "store_unavailable")
+    __slots__ = ("run", "command", "error", "request_id", "bad_checkpoint_id", "store_unavailable", "snapshot_key_missing")
     RUN_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     BAD_CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     STORE_UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_KEY_MISSING_FIELD_NUMBER: _ClassVar[int]
     run: RunRef
     command: str
     error: str
     request_id: str
     bad_checkpoint_id: str
     store_unavailable: bool
-    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., command: _Optional[str] = ..., error: _Optional[str] = ..., request_id: _Optional[str] = ..., bad_checkpoint_id: _Optional[str] = ..., store_unavailable: _Optional[bool] = ...) -> None: ...
+    snapshot_key_missing: bool
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., command: _Optional[str] = ..., error: _Optional[str] = ..., request_id: _Optional[str] = ..., bad_checkpoint_id: _Optional[str] = ..., store_unavailable: _Optional[bool] = ..., snapshot_key_missing: _Optional[bool] = ...) -> None: ...
 
 class CoordinatorMessage(_message.Message):
     __slots__ = ("registered", "start", "restore", "checkpoint", "kill", "wait_resolved", "child_triggered", "suspend", "ack", "heartbeat_ack", "cmd_id")
@@ -271,16 +273,28 @@ class ReportAck(_message.Message):
     def __init__(self, seq: _Optional[int] = ...) -> None: ...
 
 class Registered(_message.Message):
-    __slots__ = ("lease_seconds", "heartbeat_seconds", "fence_seconds", "stale")
+    __slots__ = ("lease_seconds", "heartbeat_seconds", "fence_seconds", "stale", "snapshot_key", "old_snapshot_keys")
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FENCE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_KEY_FIELD_NUMBER: _ClassVar[int]
+    OLD_SNAPSHOT_KEYS_FIELD_NUMBER: _ClassVar[int]
     lease_seconds: float
     heartbeat_seconds: float
     fence_seconds: float
     stale: _containers.RepeatedCompositeFieldContainer[RunRef]
-    def __init__(self, lease_seconds: _Optional[float] = ..., heartbeat_seconds: _Optional[float] = ..., fence_seconds: _Optional[float] = ..., stale: _Optional[_Iterable[_Union[RunRef, _Mapping]]] = ...) -> None: ...
+    snapshot_key: SnapshotKey
+    old_snapshot_keys: _containers.RepeatedCompositeFieldContainer[SnapshotKey]
+    def __init__(self, lease_seconds: _Optional[float] = ..., heartbeat_seconds: _Optional[float] = ..., fence_seconds: _Optional[float] = ..., stale: _Optional[_Iterable[_Union[RunRef, _Mapping]]] = ..., snapshot_key: _Optional[_Union[SnapshotKey, _Mapping]] = ..., old_snapshot_keys: _Optional[_Iterable[_Union[SnapshotKey, _Mapping]]] = ...) -> None: ...
+
+class SnapshotKey(_message.Message):
+    __slots__ = ("id", "key")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    key: bytes
+    def __init__(self, id: _Optional[str] = ..., key: _Optional[bytes] = ...) -> None: ...
 
 class HeartbeatAck(_message.Message):
     __slots__ = ("number", "stale")
@@ -321,16 +335,18 @@ class StartRun(_message.Message):
     def __init__(self, spec: _Optional[_Union[RunSpec, _Mapping]] = ...) -> None: ...
 
 class RestoreRun(_message.Message):
-    __slots__ = ("spec", "checkpoint_location", "checkpoint_id", "wake")
+    __slots__ = ("spec", "checkpoint_location", "checkpoint_id", "wake", "checkpoint_key_id")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_LOCATION_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     WAKE_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     spec: RunSpec
     checkpoint_location: str
     checkpoint_id: str
     wake: WaitResolved
-    def __init__(self, spec: _Optional[_Union[RunSpec, _Mapping]] = ..., checkpoint_location: _Optional[str] = ..., checkpoint_id: _Optional[str] = ..., wake: _Optional[_Union[WaitResolved, _Mapping]] = ...) -> None: ...
+    checkpoint_key_id: str
+    def __init__(self, spec: _Optional[_Union[RunSpec, _Mapping]] = ..., checkpoint_location: _Optional[str] = ..., checkpoint_id: _Optional[str] = ..., wake: _Optional[_Union[WaitResolved, _Mapping]] = ..., checkpoint_key_id: _Optional[str] = ...) -> None: ...
 
 class CheckpointCommand(_message.Message):
     __slots__ = ("run", "kind", "request_id")

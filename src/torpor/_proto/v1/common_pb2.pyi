@@ -93,7 +93,7 @@ class TaskSettings(_message.Message):
     def __init__(self, id: _Optional[str] = ..., module: _Optional[str] = ..., function: _Optional[str] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_duration: _Optional[float] = ..., queue: _Optional[str] = ..., concurrency_limit: _Optional[int] = ..., checkpoint_every: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., cpus: _Optional[float] = ..., pids_limit: _Optional[int] = ..., network: _Optional[str] = ...) -> None: ...
 
 class Checkpoint(_message.Message):
-    __slots__ = ("id", "kind", "size_bytes", "raw_bytes", "duration_ms", "agent", "location", "generation", "created_at")
+    __slots__ = ("id", "kind", "size_bytes", "raw_bytes", "duration_ms", "agent", "location", "generation", "created_at", "key_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,7 @@ class Checkpoint(_message.Message):
     LOCATION_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: CheckpointKind
     size_bytes: int
@@ -112,7 +113,8 @@ class Checkpoint(_message.Message):
     location: str
     generation: int
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[CheckpointKind, str]] = ..., size_bytes: _Optional[int] = ..., raw_bytes: _Optional[int] = ..., duration_ms: _Optional[int] = ..., agent: _Optional[str] = ..., location: _Optional[str] = ..., generation: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    key_id: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[CheckpointKind, str]] = ..., size_bytes: _Optional[int] = ..., raw_bytes: _Optional[int] = ..., duration_ms: _Optional[int] = ..., agent: _Optional[str] = ..., location: _Optional[str] = ..., generation: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., key_id: _Optional[str] = ...) -> None: ...
 
 class RunEvent(_message.Message):
     __slots__ = ("time", "type", "detail", "agent", "attempt")
