@@ -138,7 +138,7 @@ class ContainerManager:
         self.keys = keys
         self.log_sink = log_sink
         self.state = config.state_dir
-        longest = len(str(self.state)) + len("/sockets/") + 12 + len("/runtime.sock")
+        longest = len(str(self.state)) + len("/sockets/") + 12 + len("/runtime.sock.new")
         if longest > 107:
             raise ConfigError(
                 f"state directory {self.state} is too long for unix socket paths ({longest} > 107 bytes); "

@@ -43,6 +43,10 @@ class _Stalled(Exception):
     """The task did not deliver its request (or take its answer) within the read timeout."""
 
 
+STAGING_NAME = SOCKET_NAME + ".new"
+"""Where a socket is bound before it is renamed to its name (see RuntimeServer.start)."""
+
+
 class RuntimeServer:
     def __init__(self, socket_dir: Path, handler: Handler, *, name: str = "", bounds: AgentBounds | None = None,
                  gate: threading.Semaphore | None = None) -> None:
@@ -79,11 +83,17 @@ class RuntimeServer:
                 self.path.unlink()
             except FileNotFoundError:
                 pass
+            # The socket appears under its name only once the task may connect to it and it listens: bound
+            # under another name, opened to all (the directory, 0770 and the task's, is the access check),
+            # listening, then renamed into place. A task connecting in between would otherwise get EACCES
+            # (bound, not yet chmod-ed), which it does not retry, as it retries a missing socket.
+            staging = self.path.with_name(STAGING_NAME)
+            staging.unlink(missing_ok=True)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.bind(str(self.path))
-            # The directory (0770, owned by the task's user) is the access check.
-            os.chmod(self.path, 0o777)
+            sock.bind(str(staging))
+            os.chmod(staging, 0o777)
             sock.listen(BACKLOG)
+            os.replace(staging, self.path)
             self._listener = sock
             self._thread = threading.Thread(target=self._accept_loop, args=(sock,), daemon=True,
                                             name=f"runtime-{self.name}")

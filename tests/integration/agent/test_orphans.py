@@ -20,7 +20,7 @@ def test_restarted_agent_reaps_leftover_containers(make_agent, file_store, state
     # The earlier instance's container layer (an agent's whole daemon would have no coordinator to renew its
     # lease with, and its guard would freeze the container while it starts).
     first = ContainerManager(AgentConfig(state_dir=state_dir / "agent"), runc=Runc(root=state_dir / "runc", criu=find_criu()),
-                             store=file_store)
+                             store=file_store, keys=None)
     c = first.start(run_id="run-orphan", args=["/usr/bin/python3", "-c", "import time; time.sleep(600)"])
     assert [s.id for s in first.runc.list()] == [c.id]
     # The first agent process "dies" without stopping its container; a new one starts.
