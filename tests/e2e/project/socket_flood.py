@@ -4,7 +4,7 @@ Frames announcing gigabytes (sent from many threads at once), and connections
 that send half a frame and then stall. The agent must refuse the first unread
 and drop the second at its read timeout, holding only this run's few permits.
 Used by the e2e task ``flood-socket`` and, as a script, by
-tests/integration/agent/test_bounds.py (which copies this file into its app).
+tests/integration/agent/test_runtime_and_log_bounds.py (which copies this file into its app).
 """
 
 from __future__ import annotations
