@@ -141,7 +141,9 @@ def test_a_task_printing_a_gigabyte_keeps_its_budget_and_the_outbox_its_bound(ma
     logs = [m.log for m in held[:-1]]
     sent = sum(len(m.data) for m in logs if not m.dropped_bytes)
     markers = [m for m in logs if m.dropped_bytes]
-    assert sent <= 2 * MiB and len(markers) == 2 and sum(len(m.data) for m in markers) < 1024
+    # A marker for each stretch the outbox was full and one for the budget: how many stretches there are
+    # depends on how the pipe reads fell, so their count is not fixed; each is one short line.
+    assert sent <= 2 * MiB and markers and all(len(m.data) < 512 for m in markers), markers
     # Nothing unaccounted for: what went out plus what the markers stand for is all that was printed, with the
     # notice line (and the line break put before it when the budget ran out inside a line).
     assert sent + sum(m.dropped_bytes for m in markers) == len(text) - len(marker) - 1 + printed - output
