@@ -138,10 +138,10 @@ def test_checkpoints_asked_at_once_are_taken_by_one_thread_in_order():
     taken: list[str] = []
     gate = threading.Event()
     slot = _slot(AgentBounds(), taken, gate)
-    before = threading.active_count()
     for i in range(20):
         assert slot.handle(rt.RuntimeRequest(checkpoint=rt.RuntimeCheckpoint(wait_id=f"c{i}"))).wait_accepted
-    assert threading.active_count() == before + 1  # one worker, not one thread per request
+    workers = [t for t in threading.enumerate() if t.name == "checkpoint-r"]
+    assert len(workers) == 1  # one worker, not one thread per request
     gate.set()
     assert_eventually(lambda: len(taken) == 20)
     assert [t.split(":")[1] for t in taken] == [f"c{i}" for i in range(20)]
@@ -213,10 +213,11 @@ def test_short_waits_share_one_alarm_thread_and_fire_in_due_order():
 
     alarms = Alarms()
     fired: list[int] = []
-    before = threading.active_count()
+    before = {t.ident for t in threading.enumerate()}
     for i in range(200):
         alarms.after(0.3 - i * 0.001, lambda i=i: fired.append(i))  # set latest first
-    assert threading.active_count() == before + 1
+    started = [t for t in threading.enumerate() if t.ident not in before and t.name == "alarms"]
+    assert started == [alarms._thread]  # one thread for 200 alarms
     assert_eventually(lambda: len(fired) == 200)
     assert fired == sorted(fired, reverse=True)  # the earliest due went first
     slot = _slot(AgentBounds(), [])
