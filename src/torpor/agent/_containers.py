@@ -8,6 +8,7 @@ collides with its past self.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import logging
@@ -20,7 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from torpor._errors import ConfigError, ContainerError, StoreError
 from torpor._seal import Keyring
@@ -299,14 +300,11 @@ class ContainerManager:
         ``log_budget``: the output this container may keep (None: all of it).
         """
         container_id = self._new_id(run_id)
-        try:
+        with self._network_given_back_on_failure(container_id):
             spec = self._spec(run_id, container_id, args, app_dir, env, limits, network)
-        except BaseException:
-            self._release_network(container_id)
-            raise
-        if before_launch is not None:
-            before_launch(spec.socket_dir)
-        bundle = write_bundle(self.state / "containers" / container_id, spec, criu_config=self.criu_config)
+            if before_launch is not None:
+                before_launch(spec.socket_dir)
+            bundle = write_bundle(self.state / "containers" / container_id, spec, criu_config=self.criu_config)
         log.info("starting container %s", container_id, extra={"run_id": run_id})
         return self._launch(
             run_id, container_id, bundle,
@@ -473,16 +471,13 @@ class ContainerManager:
             # 0711 parent keeps their names unlistable, and they are removed
             # as soon as the restore is done.
             os.chmod(image_dir, 0o755)
-            try:
+            with self._network_given_back_on_failure(container_id):
                 spec = self._spec(run_id, container_id, ["/bin/false"], app_dir, None, limits,
                                   manifest.network or network)
-            except BaseException:
-                self._release_network(container_id)
-                raise
-            if before_launch is not None:
-                before_launch(spec.socket_dir)
-            bundle = write_bundle(self.state / "containers" / container_id, spec, criu_config=self.criu_config)
-            work_dir.mkdir(parents=True, exist_ok=True)
+                if before_launch is not None:
+                    before_launch(spec.socket_dir)
+                bundle = write_bundle(self.state / "containers" / container_id, spec, criu_config=self.criu_config)
+                work_dir.mkdir(parents=True, exist_ok=True)
             log.info("restoring %s as container %s", manifest.checkpoint_id, container_id, extra={"run_id": run_id})
             return self._launch(
                 run_id, container_id, bundle,
@@ -521,6 +516,15 @@ class ContainerManager:
         """Remove every network namespace this manager still holds (its containers are gone)."""
         for container_id in list(self._nets):
             self._release_network(container_id)
+
+    @contextlib.contextmanager
+    def _network_given_back_on_failure(self, container_id: str) -> Iterator[None]:
+        """Until the launch (whose failure cleans up the whole container), a failure frees the network claimed."""
+        try:
+            yield
+        except BaseException:
+            self._release_network(container_id)
+            raise
 
     def _release_network(self, container_id: str) -> None:
         net = self._nets.pop(container_id, None)

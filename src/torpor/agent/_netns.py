@@ -44,10 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from torpor._errors import ConfigError, ContainerError
+from torpor.sdk._task import NETWORK_MODES
 
 log = logging.getLogger(__name__)
 
-MODES = ("egress", "none", "host")
+MODES = NETWORK_MODES
 DEFAULT_SUBNET = "10.213.0.0/16"
 LOCK_DIR = Path("/run/torpor/net")
 _VETH_PREFIX = "tpr"
@@ -114,10 +115,12 @@ class RunNetwork:
             host_end, run_end = self.addresses
             lines += [
                 f'ip link set {self.peer} netns "$pid"',
-                f'nsenter -t "$pid" -n ip link set {self.peer} name eth0',
-                f'nsenter -t "$pid" -n ip addr add {run_end}/30 dev eth0',
-                'nsenter -t "$pid" -n ip link set eth0 up',
-                f'nsenter -t "$pid" -n ip route add default via {host_end}',
+                'nsenter -t "$pid" -n ip -batch - <<EOF',
+                f"link set {self.peer} name eth0",
+                f"addr add {run_end}/30 dev eth0",
+                "link set eth0 up",
+                f"route add default via {host_end}",
+                "EOF",
             ]
         return "\n".join(lines) + "\n"
 

@@ -14,6 +14,7 @@ import click
 
 from torpor.cli._group import cli
 from torpor.cli._sizes import BYTES
+from torpor.sdk._task import NETWORK_MODES
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
               help="Kill this agent's containers when it stops (torpor dev). Either way, an agent that starts "
                    "kills the containers a previous instance left behind: the coordinator restores those runs "
                    "from their latest checkpoint, so no run ever has two live copies.")
-@click.option("--network", "network", envvar="TORPOR_NETWORK", type=click.Choice(["egress", "none", "host"]),
+@click.option("--network", "network", envvar="TORPOR_NETWORK", type=click.Choice(NETWORK_MODES),
               default="egress", show_default=True,
               help="Network of a run whose task names none (@task(network=...)): egress = outbound connections "
                    "through NAT, nothing on this host nor other runs; none = its own loopback only; host = this "
