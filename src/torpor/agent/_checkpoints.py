@@ -100,6 +100,7 @@ class CheckpointCommands:
             id=manifest.checkpoint_id, kind=kind, size_bytes=manifest.archive_size, raw_bytes=manifest.raw_bytes,
             duration_ms=int((time.monotonic() - t0) * 1000), agent=self.config.name, location=manifest.key,
             generation=slot.generation, key_id=manifest.encryption.kek_id if manifest.encryption else "",
+            network=manifest.network,
         )
 
     def _on_checkpoint(self, body: ap.CheckpointCommand) -> None:

@@ -136,7 +136,8 @@ class Agent(CheckpointCommands):
         return cm.HostFacts(
             hostname=platform.node(), kernel=platform.release(), cpus=os.cpu_count() or 1,
             memory_bytes=vm.total, memory_available_bytes=vm.available, criu_version=self.mgr.criu.version,
-            runc_version="", load_1m=os.getloadavg()[0],
+            runc_version="", load_1m=os.getloadavg()[0], allow_host_network=self.mgr.config.allow_host_network,
+            network=self.mgr.config.network,
         )
 
     def holding(self) -> list[ap.RunRef]:

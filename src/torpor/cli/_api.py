@@ -77,6 +77,8 @@ def _show_run(run: Any) -> None:
             click.echo(f"  {label:<9}{value}")
     if d["waiting"]:
         click.echo(f"  waiting  {_describe_wait(d['id'], d['waiting'])}")
+    if d["unplaced"]:
+        click.echo(f"  unplaced {d['unplaced']}")
     for a in d["attempts"]:
         if a["log_dropped_bytes"]:
             click.echo(f"  logs     attempt {a['number']}: {a['log_bytes']:,} bytes kept, {a['log_dropped_bytes']:,} "
@@ -117,6 +119,8 @@ def _status_line(run: Any) -> str:
         line += f"  {_short(d['error'], 200)}"
     elif d["waiting"]:
         line += f"  waiting {_describe_wait(d['id'], d['waiting'])}"
+    elif d["unplaced"]:
+        line += f"  unplaced: {_short(d['unplaced'], 200)}"
     return line
 
 
@@ -365,4 +369,5 @@ def agents_list(client: Any, as_json: bool) -> None:
         return
     for a in agents:
         click.echo(f"{a['name']:<20} {'alive' if a['alive'] else 'LOST ':<6} {a['slots_used']}/{a['slots']} slots  "
-                   f"{a['hostname']}  criu {a['criu_version'] or '?'}")
+                   f"{a['hostname']}  criu {a['criu_version'] or '?'}  network {a['network'] or '?'}"
+                   + (" (host allowed)" if a["allow_host_network"] else ""))

@@ -43,6 +43,7 @@ def run_dict(run: common_pb2.Run) -> dict[str, Any]:
         "generation": run.generation,
         "metadata": _json(run.metadata_json),
         "waiting": wait_dict(run.waiting) if run.HasField("waiting") else None,
+        "unplaced": run.unplaced or None,
         "created_at": _time(run, "created_at"),
         "started_at": _time(run, "started_at"),
         "finished_at": _time(run, "finished_at"),
@@ -68,11 +69,13 @@ def wait_dict(w: common_pb2.RunWait) -> dict[str, Any]:
 def checkpoint_dict(c: common_pb2.Checkpoint) -> dict[str, Any]:
     return {"id": c.id, "kind": common_pb2.CheckpointKind.Name(c.kind), "size_bytes": c.size_bytes,
             "raw_bytes": c.raw_bytes, "duration_ms": c.duration_ms, "agent": c.agent, "location": c.location,
-            "generation": c.generation, "created_at": _time(c, "created_at"), "key_id": c.key_id or None}
+            "generation": c.generation, "created_at": _time(c, "created_at"), "key_id": c.key_id or None,
+            "network": c.network or None}
 
 
 def agent_dict(a: coordinator_pb2.AgentInfo) -> dict[str, Any]:
     return {"name": a.name, "alive": a.alive, "slots": a.slots, "slots_used": a.slots_used, "labels": dict(a.labels),
             "hostname": a.facts.hostname, "cpus": a.facts.cpus, "memory_bytes": a.facts.memory_bytes,
-            "criu_version": a.facts.criu_version, "lease_expires_at": _time(a, "lease_expires_at"),
+            "criu_version": a.facts.criu_version, "network": a.facts.network or None,
+            "allow_host_network": a.facts.allow_host_network, "lease_expires_at": _time(a, "lease_expires_at"),
             "connected_at": _time(a, "connected_at")}

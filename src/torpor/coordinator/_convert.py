@@ -29,8 +29,14 @@ def run_summary(row: dict[str, Any]) -> common_pb2.Run:
         queue=row["queue"], concurrency_key=row["concurrency_key"], idempotency_key=row["idempotency_key"] or "",
         parent_run_id=row["parent_run_id"] or "", agent=row["agent"] or "", generation=row["generation"],
         created_at=ts(row["created_at"]), started_at=ts(row["started_at"]), finished_at=ts(row["finished_at"]),
-        metadata_json=row["metadata_json"],
+        metadata_json=row["metadata_json"], unplaced=_unplaced(row),
     )
+
+
+def _unplaced(row: dict[str, Any]) -> str:
+    """Why a run ready to go is not placed; nothing once it is placed or over."""
+    waiting = row["status"] == "QUEUED" or (row["status"] == "RESTORING" and not row["agent"])
+    return (row.get("unplaced") or "") if waiting else ""
 
 
 def checkpoint(row: dict[str, Any]) -> common_pb2.Checkpoint:
@@ -38,6 +44,7 @@ def checkpoint(row: dict[str, Any]) -> common_pb2.Checkpoint:
         id=row["id"], kind=common_pb2.CheckpointKind.Value(row["kind"]), size_bytes=row["size_bytes"],
         raw_bytes=row["raw_bytes"], duration_ms=row["duration_ms"], agent=row["agent"], location=row["location"],
         generation=row["generation"], created_at=ts(row["created_at"]), key_id=row["key_id"] or "",
+        network=row.get("network") or "",
     )
 
 

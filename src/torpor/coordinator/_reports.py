@@ -243,10 +243,10 @@ def checkpoint_recorded(cur: Cursor, agent: str, m: agent_pb2.CheckpointRecorded
         # A stale copy's snapshot is in the store all the same: record it released, so the janitor deletes it.
         cur.execute(
             "INSERT INTO checkpoints (run_id, id, kind, size_bytes, raw_bytes, duration_ms, agent, location, generation,"
-            " key_id, attempt, released_at) SELECT id, %s, %s, %s, %s, %s, %s, %s, %s, %s, attempt, now() FROM runs"
-            " WHERE id = %s ON CONFLICT (run_id, id) DO NOTHING",
+            " key_id, network, attempt, released_at) SELECT id, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, attempt, now()"
+            " FROM runs WHERE id = %s ON CONFLICT (run_id, id) DO NOTHING",
             (c.id, kind, c.size_bytes, c.raw_bytes, c.duration_ms, agent, c.location, m.run.generation,
-             c.key_id or None, m.run.run_id),
+             c.key_id or None, c.network or None, m.run.run_id),
         )
         return [kill_message(m.run.run_id, m.run.generation, "stale_generation")]
     # A dump that finishes after the run ended (canceled, timed out mid-dump) is recorded released: the
@@ -254,11 +254,11 @@ def checkpoint_recorded(cur: Cursor, agent: str, m: agent_pb2.CheckpointRecorded
     finished = run["status"] in TERMINAL
     cur.execute(
         "INSERT INTO checkpoints (run_id, id, kind, size_bytes, raw_bytes, duration_ms, agent, location, generation,"
-        " attempt, wait_id, request_id, key_id, released_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-        " %s, CASE WHEN %s THEN now() END) ON CONFLICT (run_id, id) DO NOTHING",
+        " attempt, wait_id, request_id, key_id, network, released_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+        " %s, %s, %s, %s, CASE WHEN %s THEN now() END) ON CONFLICT (run_id, id) DO NOTHING",
         (run["id"], c.id, kind, c.size_bytes, c.raw_bytes, c.duration_ms, agent, c.location, run["generation"],
          run["attempt"], run["waiting_on"] if kind == "SUSPEND" else None, m.request_id or None, c.key_id or None,
-         finished),
+         c.network or None, finished),
     )
     if finished:
         return []

@@ -18,6 +18,7 @@ from collections import defaultdict
 from typing import Any, Callable
 
 from torpor._proto.v1 import agent_pb2
+from torpor.coordinator import _placement as placement
 from torpor.coordinator._db import Cursor, Database
 from torpor.coordinator._lifecycle import latest_checkpoint
 from torpor.coordinator._states import QUEUED, TransitionError, add_event, notify_run
@@ -26,23 +27,31 @@ from torpor.coordinator._waits import wake_of
 
 log = logging.getLogger(__name__)
 
+UNPLACED_RETRIES = 16  # runs no agent could take last round, tried again each round beside the others
+
 ACTIVE = "agent IS NOT NULL AND status IN ('STARTING', 'RUNNING', 'SUSPENDING', 'RESTORING')"
 
+_CANDIDATE_COLUMNS = "r.id, r.queue, r.concurrency_key, r.concurrency_limit, r.ready_at, r.seq"
+_CLAIMABLE = """
+FROM runs r LEFT JOIN busy b ON b.queue = r.queue AND b.concurrency_key = r.concurrency_key
+WHERE (r.status = 'QUEUED' OR (r.status = 'RESTORING' AND r.agent IS NULL)) AND r.ready_at <= now()
+  AND (r.concurrency_limit = 0 OR COALESCE(b.n, 0) < r.concurrency_limit)
+"""
+# The oldest claimable runs, and apart from them a few of those no agent could take last time (runs.unplaced):
+# those are tried again every round in their place by age, without filling the list ahead of the runs that can go.
 _CANDIDATES = f"""
 WITH busy AS (
     SELECT queue, concurrency_key, count(*) AS n FROM runs
     WHERE {ACTIVE} AND concurrency_limit > 0 GROUP BY 1, 2
 )
-SELECT r.id, r.queue, r.concurrency_key, r.concurrency_limit
-FROM runs r LEFT JOIN busy b ON b.queue = r.queue AND b.concurrency_key = r.concurrency_key
-WHERE (r.status = 'QUEUED' OR (r.status = 'RESTORING' AND r.agent IS NULL)) AND r.ready_at <= now()
-  AND (r.concurrency_limit = 0 OR COALESCE(b.n, 0) < r.concurrency_limit)
-ORDER BY r.ready_at, r.seq
-LIMIT %s
+(SELECT {_CANDIDATE_COLUMNS} {_CLAIMABLE} AND r.unplaced IS NULL ORDER BY r.ready_at, r.seq LIMIT %s)
+UNION ALL
+(SELECT {_CANDIDATE_COLUMNS} {_CLAIMABLE} AND r.unplaced IS NOT NULL ORDER BY r.ready_at, r.seq LIMIT %s)
+ORDER BY ready_at, seq
 """
 
 _MY_AGENTS = """
-SELECT a.name, a.slots - (SELECT count(*) FROM runs r WHERE r.agent = a.name
+SELECT a.name, a.facts, a.slots - (SELECT count(*) FROM runs r WHERE r.agent = a.name
                           AND r.status IN ('STARTING', 'RUNNING', 'SUSPENDING', 'RESTORING')) AS free
 FROM agents a
 WHERE a.coordinator_id = %s AND a.alive AND a.lease_expires_at > now()
@@ -66,11 +75,13 @@ class Claim:
 
 def claim_round(cur: Cursor, coordinator_id: str, *, max_claims: int = 256, log_budget: int = 0) -> list[Claim]:
     cur.execute(_MY_AGENTS, (coordinator_id,))
-    free = {r["name"]: int(r["free"]) for r in cur.fetchall() if r["free"] > 0}
+    mine = [r for r in cur.fetchall() if r["free"] > 0]
+    free = {r["name"]: int(r["free"]) for r in mine}
+    offers = {r["name"]: placement.offer_of(r["facts"]) for r in mine}
     total = min(max_claims, sum(free.values()))
     if total <= 0:
         return []
-    cur.execute(_CANDIDATES, (total * 2 + 16,))
+    cur.execute(_CANDIDATES, (total * 2 + 16, UNPLACED_RETRIES))
     candidates = cur.fetchall()
     if not candidates:
         return []
@@ -110,13 +121,19 @@ def claim_round(cur: Cursor, coordinator_id: str, *, max_claims: int = 256, log_
     claims: list[Claim] = []
     specs: dict[tuple[str, str], Any] = {}
     for run_id in chosen:
+        if not any(n > 0 for n in free.values()):
+            break
         run = locked.get(run_id)
         if run is None:
             continue
-        agent = max(free, key=lambda a: free[a])
-        if free[agent] <= 0:
-            break
-        claim = _assign(cur, run, agent, specs, log_budget)
+        settings, bundle = _task_spec(cur, run, specs)
+        ckpt = latest_checkpoint(cur, run) if run["status"] != QUEUED else None
+        need = placement.need_of(settings, ckpt)
+        agent = placement.choose(free, offers, need)
+        if agent is None:
+            placement.mark_unplaced(cur, run, placement.unplaced_reason(need))
+            continue
+        claim = _assign(cur, run, agent, settings, bundle, ckpt, log_budget)
         if claim is not None:
             free[agent] -= 1
             claims.append(claim)
@@ -136,10 +153,9 @@ def _task_spec(cur: Cursor, run: dict[str, Any], cache: dict[tuple[str, str], An
     return cache[key]
 
 
-def _assign(cur: Cursor, run: dict[str, Any], agent: str, cache: dict[tuple[str, str], Any],
+def _assign(cur: Cursor, run: dict[str, Any], agent: str, settings: Any, bundle: str, ckpt: dict[str, Any] | None,
             log_budget: int = 0) -> Claim | None:
     generation = run["generation"] + 1
-    settings, bundle = _task_spec(cur, run, cache)
     first_start = run["started_at"]
     spec = agent_pb2.RunSpec(
         run=agent_pb2.RunRef(run_id=run["id"], generation=generation), task=run["task"], version=run["version"],
@@ -152,7 +168,7 @@ def _assign(cur: Cursor, run: dict[str, Any], agent: str, cache: dict[tuple[str,
     spec.log_bytes_used = kept["log_bytes"] if kept else 0
     if run["status"] == QUEUED:
         cur.execute(
-            "UPDATE runs SET status = 'STARTING', agent = %s, generation = %s, updated_at = now(),"
+            "UPDATE runs SET status = 'STARTING', agent = %s, generation = %s, updated_at = now(), unplaced = NULL,"
             " started_at = COALESCE(started_at, now()) WHERE id = %s AND status = 'QUEUED'",
             (agent, generation, run["id"]),
         )
@@ -164,11 +180,11 @@ def _assign(cur: Cursor, run: dict[str, Any], agent: str, cache: dict[tuple[str,
         add_event(cur, run, "starting", f"attempt {run['attempt']}, generation {generation}", agent=agent)
         notify_run(cur, run["id"])
         return Claim(agent, agent_pb2.CoordinatorMessage(start=agent_pb2.StartRun(spec=spec)))
-    ckpt = latest_checkpoint(cur, run)
     if ckpt is None:
         # Nothing to restore from any more: the attempt starts over.
         cur.execute(
-            "UPDATE runs SET status = 'QUEUED', exec_seconds = 0, waiting_on = NULL, updated_at = now() WHERE id = %s",
+            "UPDATE runs SET status = 'QUEUED', exec_seconds = 0, waiting_on = NULL, unplaced = NULL, updated_at = now()"
+            " WHERE id = %s",
             (run["id"],),
         )
         add_event(cur, run, "host_lost", "no checkpoint left to restore from; restarting the attempt")
@@ -182,7 +198,8 @@ def _assign(cur: Cursor, run: dict[str, Any], agent: str, cache: dict[tuple[str,
         if wp is not None and wp["resolved_at"] is not None:
             restore.wake.CopyFrom(wake_of({**run, "generation": generation}, wp))
     cur.execute(
-        "UPDATE runs SET agent = %s, generation = %s, updated_at = now() WHERE id = %s AND status = 'RESTORING'",
+        "UPDATE runs SET agent = %s, generation = %s, updated_at = now(), unplaced = NULL"
+        " WHERE id = %s AND status = 'RESTORING'",
         (agent, generation, run["id"]),
     )
     add_event(cur, run, "restoring", f"from checkpoint {ckpt['id']}, generation {generation}", agent=agent)

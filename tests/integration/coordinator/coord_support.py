@@ -124,8 +124,9 @@ class FakeAgent:
     def __init__(self, address: str, name: str, *, slots: int = 4, token: str = JOIN_TOKEN, auto_start: bool = True,
                  heartbeat: bool = True, holding: list[tuple[str, int]] | None = None,
                  auto_exit: float | None = None, tracker: "Tracker | None" = None, incarnation: str = "",
-                 ack_commands: bool = True) -> None:
+                 ack_commands: bool = True, allow_host_network: bool = False) -> None:
         self.address = address
+        self.allow_host_network = allow_host_network
         self.name = name
         self.slots = slots
         self.token = token
@@ -149,7 +150,8 @@ class FakeAgent:
     # --- wire -------------------------------------------------------------
     def _requests(self) -> Iterator[agent_pb2.AgentMessage]:
         yield agent_pb2.AgentMessage(register=agent_pb2.Register(
-            name=self.name, slots=self.slots, facts=common_pb2.HostFacts(hostname=self.name, cpus=2),
+            name=self.name, slots=self.slots, facts=common_pb2.HostFacts(hostname=self.name, cpus=2,
+                                                              allow_host_network=self.allow_host_network),
             labels={"zone": "test"}, incarnation=self.incarnation,
             holding=[agent_pb2.RunRef(run_id=r, generation=g) for r, g in self.initial_holding]))
         while True:
@@ -257,12 +259,12 @@ class FakeAgent:
                                                   error=error, traceback=traceback, reason=reason))
 
     def checkpoint(self, run_id: str, ckpt_id: str, kind: int = common_pb2.SUSPEND, request_id: str = "",
-                   key_id: str = "") -> None:
+                   key_id: str = "", network: str = "") -> None:
         self.send(checkpoint_recorded=agent_pb2.CheckpointRecorded(
             run=self.ref(run_id), request_id=request_id,
             checkpoint=common_pb2.Checkpoint(id=ckpt_id, kind=kind, size_bytes=1234, raw_bytes=5678, duration_ms=42,
                                              agent=self.name, location=f"runs/{run_id}/checkpoints/{ckpt_id}/manifest.json",
-                                             key_id=key_id)))
+                                             key_id=key_id, network=network)))
 
     def suspend(self, run_id: str, wait_id: str) -> None:
         """What a real agent does after SuspendRun: dump, record the checkpoint, exit as suspended."""

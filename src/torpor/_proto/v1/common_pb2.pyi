@@ -93,7 +93,7 @@ class TaskSettings(_message.Message):
     def __init__(self, id: _Optional[str] = ..., module: _Optional[str] = ..., function: _Optional[str] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_duration: _Optional[float] = ..., queue: _Optional[str] = ..., concurrency_limit: _Optional[int] = ..., checkpoint_every: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., cpus: _Optional[float] = ..., pids_limit: _Optional[int] = ..., network: _Optional[str] = ...) -> None: ...
 
 class Checkpoint(_message.Message):
-    __slots__ = ("id", "kind", "size_bytes", "raw_bytes", "duration_ms", "agent", "location", "generation", "created_at", "key_id")
+    __slots__ = ("id", "kind", "size_bytes", "raw_bytes", "duration_ms", "agent", "location", "generation", "created_at", "key_id", "network")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +104,7 @@ class Checkpoint(_message.Message):
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: CheckpointKind
     size_bytes: int
@@ -114,7 +115,8 @@ class Checkpoint(_message.Message):
     generation: int
     created_at: _timestamp_pb2.Timestamp
     key_id: str
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[CheckpointKind, str]] = ..., size_bytes: _Optional[int] = ..., raw_bytes: _Optional[int] = ..., duration_ms: _Optional[int] = ..., agent: _Optional[str] = ..., location: _Optional[str] = ..., generation: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., key_id: _Optional[str] = ...) -> None: ...
+    network: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[CheckpointKind, str]] = ..., size_bytes: _Optional[int] = ..., raw_bytes: _Optional[int] = ..., duration_ms: _Optional[int] = ..., agent: _Optional[str] = ..., location: _Optional[str] = ..., generation: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., key_id: _Optional[str] = ..., network: _Optional[str] = ...) -> None: ...
 
 class RunEvent(_message.Message):
     __slots__ = ("time", "type", "detail", "agent", "attempt")
@@ -165,7 +167,7 @@ class LimitExceeded(_message.Message):
     def __init__(self, what: _Optional[str] = ..., limit: _Optional[int] = ..., actual: _Optional[int] = ..., setting: _Optional[str] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("id", "task", "version", "status", "attempt", "payload_json", "output_json", "error", "traceback", "tags", "queue", "concurrency_key", "idempotency_key", "parent_run_id", "agent", "generation", "created_at", "started_at", "finished_at", "checkpoints", "events", "attempts", "metadata_json", "waiting")
+    __slots__ = ("id", "task", "version", "status", "attempt", "payload_json", "output_json", "error", "traceback", "tags", "queue", "concurrency_key", "idempotency_key", "parent_run_id", "agent", "generation", "created_at", "started_at", "finished_at", "checkpoints", "events", "attempts", "metadata_json", "waiting", "unplaced")
     ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -190,6 +192,7 @@ class Run(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
     WAITING_FIELD_NUMBER: _ClassVar[int]
+    UNPLACED_FIELD_NUMBER: _ClassVar[int]
     id: str
     task: str
     version: str
@@ -214,7 +217,8 @@ class Run(_message.Message):
     attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
     metadata_json: str
     waiting: RunWait
-    def __init__(self, id: _Optional[str] = ..., task: _Optional[str] = ..., version: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., attempt: _Optional[int] = ..., payload_json: _Optional[str] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., queue: _Optional[str] = ..., concurrency_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., parent_run_id: _Optional[str] = ..., agent: _Optional[str] = ..., generation: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checkpoints: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[RunEvent, _Mapping]]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., metadata_json: _Optional[str] = ..., waiting: _Optional[_Union[RunWait, _Mapping]] = ...) -> None: ...
+    unplaced: str
+    def __init__(self, id: _Optional[str] = ..., task: _Optional[str] = ..., version: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., attempt: _Optional[int] = ..., payload_json: _Optional[str] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., queue: _Optional[str] = ..., concurrency_key: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., parent_run_id: _Optional[str] = ..., agent: _Optional[str] = ..., generation: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checkpoints: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[RunEvent, _Mapping]]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., metadata_json: _Optional[str] = ..., waiting: _Optional[_Union[RunWait, _Mapping]] = ..., unplaced: _Optional[str] = ...) -> None: ...
 
 class RunWait(_message.Message):
     __slots__ = ("wait_id", "kind", "due_at", "token_id", "child_run_ids", "since")
@@ -233,7 +237,7 @@ class RunWait(_message.Message):
     def __init__(self, wait_id: _Optional[str] = ..., kind: _Optional[str] = ..., due_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., token_id: _Optional[str] = ..., child_run_ids: _Optional[_Iterable[str]] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class HostFacts(_message.Message):
-    __slots__ = ("hostname", "kernel", "cpus", "memory_bytes", "memory_available_bytes", "criu_version", "runc_version", "load_1m")
+    __slots__ = ("hostname", "kernel", "cpus", "memory_bytes", "memory_available_bytes", "criu_version", "runc_version", "load_1m", "allow_host_network", "network")
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     KERNEL_FIELD_NUMBER: _ClassVar[int]
     CPUS_FIELD_NUMBER: _ClassVar[int]
@@ -242,6 +246,8 @@ class HostFacts(_message.Message):
     CRIU_VERSION_FIELD_NUMBER: _ClassVar[int]
     RUNC_VERSION_FIELD_NUMBER: _ClassVar[int]
     LOAD_1M_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_HOST_NETWORK_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
     hostname: str
     kernel: str
     cpus: int
@@ -250,4 +256,6 @@ class HostFacts(_message.Message):
     criu_version: str
     runc_version: str
     load_1m: float
-    def __init__(self, hostname: _Optional[str] = ..., kernel: _Optional[str] = ..., cpus: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., criu_version: _Optional[str] = ..., runc_version: _Optional[str] = ..., load_1m: _Optional[float] = ...) -> None: ...
+    allow_host_network: bool
+    network: str
+    def __init__(self, hostname: _Optional[str] = ..., kernel: _Optional[str] = ..., cpus: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., criu_version: _Optional[str] = ..., runc_version: _Optional[str] = ..., load_1m: _Optional[float] = ..., allow_host_network: _Optional[bool] = ..., network: _Optional[str] = ...) -> None: ...
