@@ -8,7 +8,6 @@ collides with its past self.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import logging
@@ -21,12 +20,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from torpor._errors import ConfigError, ContainerError, StoreError
 from torpor._seal import Keyring
 from torpor.agent._criu import CriuInfo
-from torpor.agent._netns import DEFAULT_SUBNET, NetworkPool, RunNetwork, check_mode
+from torpor.agent._container_networks import ContainerNetworks
+from torpor.agent._netns import DEFAULT_SUBNET, NetworkPool, RunNetwork
 from torpor.agent._logs import LogBudget
 from torpor.agent._oci import HOST_ID_BASE, ContainerSpec, Limits, write_bundle
 from torpor.agent._runc import Runc, remove_runc_log, runc_log_path, wait_started
@@ -157,9 +157,8 @@ class ContainerManager:
         # Every container of this agent lives under one cgroup, which lease fencing freezes as a whole
         # (agent/_fence.py); the key tells apart the agents of one host (each has its own state directory).
         self.cgroup_parent = "torpor/" + hashlib.sha256(str(self.state.resolve()).encode()).hexdigest()[:12]
-        self.networks = NetworkPool(config.run_network)
-        self._nets: dict[str, RunNetwork] = {}
-        check_mode(config.network)
+        self.nets = ContainerNetworks(NetworkPool(config.run_network), default=config.network,
+                                      allow_host=config.allow_host_network, bundles=self.state / "containers")
         self.criu_config = self.state / "criu" / "torpor.conf"
         self.criu_config.write_text("".join(f"{opt}\n" for opt in CRIU_OPTIONS))
         task_seccomp()  # an unusable seccomp profile stops the agent here, not each run at its start
@@ -178,15 +177,6 @@ class ContainerManager:
     def _new_id(self, run_id: str) -> str:
         return f"{run_id}.{uuid.uuid4().hex[:8]}"
 
-    def _network(self, container_id: str, mode: str | None) -> RunNetwork:
-        mode = check_mode(mode or self.config.network)
-        if mode == "host" and not self.config.allow_host_network:
-            raise ConfigError("the task asks for network='host', which gives up network isolation, and this agent "
-                              "does not allow it: start the agent with --allow-host-network, or use 'egress' or 'none'")
-        net = self.networks.create(mode)
-        self._nets[container_id] = net
-        return net
-
     def _spec(self, run_id: str, container_id: str, args: list[str], app_dir: Path | None,
               env: dict[str, str] | None, limits: Limits, network: str | None) -> ContainerSpec:
         if app_dir is None:
@@ -200,7 +190,7 @@ class ContainerManager:
         # The task's user (HOST_ID_BASE + uid inside) connects to the socket.
         os.chown(socket_dir, HOST_ID_BASE + 1000, HOST_ID_BASE + 1000)
         os.chmod(socket_dir, 0o770)
-        net = self._network(container_id, network)
+        net = self.nets.claim(container_id, network)
         return ContainerSpec(
             args=args,
             socket_dir=socket_dir,
@@ -210,7 +200,7 @@ class ContainerManager:
             ro_binds=self.config.extra_ro_binds,
             limits=limits,
             cgroups_path=f"/{self.cgroup_parent}/{container_id}",
-            net_hook=self._write_net_hook(container_id, net),
+            net_hook=self.nets.hook(container_id, net),
         )
 
     # -- log pipes -------------------------------------------------------------
@@ -300,7 +290,7 @@ class ContainerManager:
         ``log_budget``: the output this container may keep (None: all of it).
         """
         container_id = self._new_id(run_id)
-        with self._network_given_back_on_failure(container_id):
+        with self.nets.given_back_on_failure(container_id):
             spec = self._spec(run_id, container_id, args, app_dir, env, limits, network)
             if before_launch is not None:
                 before_launch(spec.socket_dir)
@@ -331,7 +321,7 @@ class ContainerManager:
         t0 = time.monotonic()
         meta = dict(run_id=container.run_id, checkpoint_id=checkpoint_id, kind=kind, criu_version=self.criu.version,
                     deployment_version=deployment_version, parent=parent, dump_log=work_dir / "dump.log",
-                    network=net.mode if (net := self._nets.get(container.id)) else "host")
+                    network=self.nets.mode_of(container.id))
         try:
             proc = self.runc.start_checkpoint(container.id, image_dir=image_dir, work_dir=work_dir,
                                               leave_running=leave_running)
@@ -471,7 +461,7 @@ class ContainerManager:
             # 0711 parent keeps their names unlistable, and they are removed
             # as soon as the restore is done.
             os.chmod(image_dir, 0o755)
-            with self._network_given_back_on_failure(container_id):
+            with self.nets.given_back_on_failure(container_id):
                 spec = self._spec(run_id, container_id, ["/bin/false"], app_dir, None, limits,
                                   manifest.network or network)
                 if before_launch is not None:
@@ -500,39 +490,8 @@ class ContainerManager:
         self._cleanup(container.id, container.bundle, container.socket_dir)
         return code
 
-    def _write_net_hook(self, container_id: str, net: RunNetwork) -> str | None:
-        if not net.isolated:
-            return None
-        bundle = self.state / "containers" / container_id  # removed with it
-        bundle.mkdir(parents=True, exist_ok=True)
-        hook = bundle / "net-hook.sh"
-        hook.write_text(net.hook_script())
-        return str(hook)
-
     def network_of(self, container: Container) -> RunNetwork | None:
-        return self._nets.get(container.id)
-
-    def release_networks(self) -> None:
-        """Remove every network namespace this manager still holds (its containers are gone)."""
-        for container_id in list(self._nets):
-            self._release_network(container_id)
-
-    @contextlib.contextmanager
-    def _network_given_back_on_failure(self, container_id: str) -> Iterator[None]:
-        """Until the launch (whose failure cleans up the whole container), a failure frees the network claimed."""
-        try:
-            yield
-        except BaseException:
-            self._release_network(container_id)
-            raise
-
-    def _release_network(self, container_id: str) -> None:
-        net = self._nets.pop(container_id, None)
-        if net is not None:
-            try:
-                self.networks.release(net)
-            except Exception:  # a leftover is removed when its index is next claimed
-                log.warning("could not remove the network of %s", container_id, exc_info=True)
+        return self.nets.of(container.id)
 
     def _cleanup(self, container_id: str, bundle: Path, socket_dir: Path) -> None:
         try:
@@ -540,7 +499,7 @@ class ContainerManager:
         except ContainerError:
             log.warning("runc delete of %s failed", container_id, exc_info=True)
         remove_runc_log(self.runc.root, container_id)
-        self._release_network(container_id)
+        self.nets.release(container_id)
         shutil.rmtree(bundle, ignore_errors=True)
         shutil.rmtree(socket_dir, ignore_errors=True)
         shutil.rmtree(self.state / "criu" / f"{container_id}.work", ignore_errors=True)

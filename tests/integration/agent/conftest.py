@@ -70,7 +70,7 @@ class Agent:
                     c.proc.kill()
         for st in self.runc.list():
             self.runc.delete(st.id)
-        self.mgr.release_networks()
+        self.mgr.nets.release_all()
         Freezer(self.mgr.cgroup_parent).remove()  # the agent's (now empty) cgroups
 
 

@@ -156,7 +156,7 @@ def test_host_network_is_refused_unless_the_agent_allows_it(make_agent, file_sto
     with pytest.raises(ConfigError, match="--allow-host-network"):
         agent.start(run_id="run-h", args=[*PROBE, "1"], app_dir=probe_app(state_dir), network="host")
     assert agent.runc.list() == []
-    assert agent.mgr._nets == {}
+    assert agent.mgr.nets.held() == []
 
 
 def test_a_restored_run_serves_again_in_a_fresh_namespace_on_another_agent(make_agent, file_store, state_dir, inet):
