@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from e2e_support import PROJECT, Stack, _need_stack, trigger, wait_status
 from helpers import free_port
@@ -31,6 +32,10 @@ def test_dev_with_an_s3_store(s3_target):
         done = wait_status(stack, run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=90)
         assert done["status"] == "COMPLETED" and done["output"]["before"] == done["output"]["after"], done
         assert not (stack.dir / "store").exists()  # nothing went to the local directory
+        # The store's server is the host's, not a task's: a run cannot reach it (docs/security.md, the network).
+        minio = urlsplit(server.endpoint).netloc
+        probe = wait_status(stack, trigger(stack, "net-probe", {"targets": [minio]}), {"COMPLETED", "FAILED"})
+        assert probe["status"] == "COMPLETED" and probe["output"][minio] != "connected", probe
     finally:
         stack.stop()
         shutil.rmtree(work, ignore_errors=True)

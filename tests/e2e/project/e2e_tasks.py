@@ -155,3 +155,71 @@ def net_probe(payload):
 def host_net(payload):
     """Asks for the host's network (agents refuse it unless started with --allow-host-network)."""
     return "ran"
+
+
+def _syscall(number, *args):
+    """The errno name a raw system call got, or "ALLOWED" (the child of a clone that got through exits)."""
+    import ctypes
+    import errno
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    ctypes.set_errno(0)
+    rc = libc.syscall(ctypes.c_long(number), *(ctypes.c_long(a) for a in args))
+    if rc == 0 and number in (56, 435):
+        os._exit(0)
+    if rc > 0 and number in (56, 435):
+        os.waitpid(rc, 0)
+    return "ALLOWED" if rc >= 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+
+
+def _fork_until_refused(limit=4096):
+    """Forks sleeping children until the kernel says no; returns how many and what it said."""
+    import signal
+
+    children, said = [], "never refused"
+    try:
+        while len(children) < limit:
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(60)
+                os._exit(0)
+            children.append(pid)
+    except OSError as exc:
+        said = type(exc).__name__
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    return {"children": len(children), "refused_with": said}
+
+
+@task(id="hostile")
+def hostile(payload):
+    """What a hostile task tries: namespaces, mounts, tracing, keys, BPF, perf, other runs' sockets, a fork bomb."""
+    import ctypes
+    import signal
+    import socket
+
+    buf = ctypes.create_string_buffer(256)
+    at = ctypes.addressof(buf)
+    clone_args = (ctypes.c_uint64 * 11)()
+    clone_args[0], clone_args[4] = 0x10000000, signal.SIGCHLD  # CLONE_NEWUSER
+    refused = {
+        "unshare(CLONE_NEWUSER)": _syscall(272, 0x10000000),
+        "clone(CLONE_NEWUSER)": _syscall(56, 0x10000000 | signal.SIGCHLD, 0, 0, 0, 0),
+        "clone3(CLONE_NEWUSER)": _syscall(435, ctypes.addressof(clone_args), ctypes.sizeof(clone_args)),
+        "mount": _syscall(165, at, at, at, 0, 0),
+        "ptrace(another run)": _syscall(101, 16, payload.get("other_pid", 1), 0, 0),
+        "keyctl": _syscall(250, 0, -3, 0),
+        "bpf": _syscall(321, 0, at, 64),
+        "perf_event_open": _syscall(298, at, 0, -1, -1, 0),
+    }
+    sockets = {}
+    for path in payload.get("sockets", []):
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(path)
+            sockets[path] = "connected"
+        except OSError as exc:
+            sockets[path] = type(exc).__name__
+    return {"refused": refused, "sockets": sockets, "fork": _fork_until_refused()}
