@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 POINTS = {
     "agent.before_dump": "a dump was decided, before CRIU starts",
     "agent.before_record": "the snapshot is durable in the store, before the checkpoint is reported",
+    "agent.checkpoint_sent": "a leave-running checkpoint's record was sent, before its acknowledgement is awaited",
     "agent.before_restore": "a restore was received, before the download starts",
     "agent.before_resolve": "a WaitResolved found no suspend under way, before it resolves the wait",
 }

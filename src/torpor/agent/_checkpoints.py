@@ -21,6 +21,7 @@ from torpor.agent._runs import Outcome, RunSlot
 if TYPE_CHECKING:
     from torpor.agent._containers import ContainerManager
     from torpor.agent._fence import Fence
+    from torpor.agent._outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 class CheckpointCommands:
     # Provided by the daemon (_daemon.Agent).
     mgr: "ContainerManager"
+    outbox: "Outbox"
     fence: "Fence"
     runs: dict[str, RunSlot]
     stopped: threading.Event
@@ -110,20 +112,29 @@ class CheckpointCommands:
         if not self._checkpoint_running(slot, body.kind or cm.ON_DEMAND, request_id=body.request_id):
             raise RuntimeError(f"run {body.run.run_id} is being suspended; no checkpoint taken")
 
-    def _checkpoint_running(self, slot: RunSlot, kind: int, request_id: str = "") -> bool:
-        """A leave-running checkpoint, reported to the coordinator; False if the run is being suspended."""
+    def _checkpoint_running(self, slot: RunSlot, kind: int, request_id: str = "", *, confirm: bool = False) -> bool:
+        """A leave-running checkpoint, reported to the coordinator; False if the run is being suspended.
+
+        ``confirm``: return only once the coordinator has committed the record (``torpor.checkpoint()``
+        must not return to a task whose checkpoint a cut-off agent never got recorded: the run would be
+        restored from an older one than the task saw returned). Waits as long as the run is here.
+        """
         with slot.dump_lock:
             if slot.suspending:
                 return False
             ckpt = self._dump(slot, kind=kind, leave_running=True)
-        self.send(ap.AgentMessage(checkpoint_recorded=ap.CheckpointRecorded(
+        seq = self.outbox.send(ap.AgentMessage(checkpoint_recorded=ap.CheckpointRecorded(
             run=slot.ref(), checkpoint=ckpt, request_id=request_id)))
+        _faults.hit("agent.checkpoint_sent")
+        while confirm and not self.outbox.wait_acked(seq, 1.0):
+            if self.stopped.is_set() or self.runs.get(slot.run_id) is not slot:
+                return False  # the run left this agent (killed, fenced, moved): the task is gone or frozen
         return True
 
     def _checkpoint_for_task(self, slot: RunSlot, wait_id: str) -> None:
         """``torpor.checkpoint()`` from task code: dump (leave running), then wake the task."""
         try:
-            recorded = self._checkpoint_running(slot, cm.ON_DEMAND)
+            recorded = self._checkpoint_running(slot, cm.ON_DEMAND, confirm=True)
             slot.resolve(wait_id, Outcome(result_json="true" if recorded else "false"))
         except Exception as exc:
             log.exception("checkpoint asked by the task failed")

@@ -110,7 +110,10 @@ class Outbox:
 
     def send_confirmed(self, msg: ap.AgentMessage, timeout: float) -> bool:
         """Send a report and wait until the coordinator has committed it; False on timeout."""
-        seq = self.send(msg)
+        return self.wait_acked(self.send(msg), timeout)
+
+    def wait_acked(self, seq: int, timeout: float) -> bool:
+        """Wait until the coordinator has committed report ``seq``; False on timeout."""
         with self._lock:
             return self._lock.wait_for(lambda: self._acked_upto >= seq, timeout)
 
