@@ -51,6 +51,8 @@ class DevConfig:
     """Interpreter that runs the coordinator and agents."""
     extra_env: dict[str, str] = field(default_factory=dict)
     """Environment for the child processes (S3 credentials, for example)."""
+    agent_memory: tuple[int, ...] = ()
+    """Memory each agent offers to runs (agent --memory), in agent order; the last applies to the rest; () = the host's."""
 
 
 def _free_port() -> int:
@@ -257,8 +259,11 @@ class DevStack:
     def _agent(self, name: str) -> None:
         state = self.agent_state_dir(name)
         state.mkdir(parents=True, exist_ok=True)
+        offered = self.config.agent_memory
+        memory = offered[min(self.agent_names().index(name), len(offered) - 1)] if offered else 0
         self._spawn(name, [
             *self._cli(), "agent", "--name", name, "--coordinator", self.address,
+            *(["--memory", str(memory)] if memory else []),
             "--join-token-file", str(self.secrets_dir / "join-tokens"), "--slots", str(self.config.slots),
             "--state-dir", str(state), "--store", self.store_url,
             "--suspend-threshold", str(self.config.suspend_threshold), "--stop-runs-on-exit",

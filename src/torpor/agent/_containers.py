@@ -27,6 +27,7 @@ from torpor._seal import Keyring
 from torpor.agent._criu import CriuInfo
 from torpor.agent._container_networks import ContainerNetworks
 from torpor.agent._netns import DEFAULT_SUBNET, NetworkPool, RunNetwork
+from torpor.agent._oom import OomWatcher
 from torpor.agent._logs import LogBudget
 from torpor.agent._oci import HOST_ID_BASE, ContainerSpec, Limits, write_bundle
 from torpor.agent._runc import Runc, remove_runc_log, runc_log_path, wait_started
@@ -157,6 +158,7 @@ class ContainerManager:
         # Every container of this agent lives under one cgroup, which lease fencing freezes as a whole
         # (agent/_fence.py); the key tells apart the agents of one host (each has its own state directory).
         self.cgroup_parent = "torpor/" + hashlib.sha256(str(self.state.resolve()).encode()).hexdigest()[:12]
+        self.oom = OomWatcher(self.cgroup_parent)
         self.nets = ContainerNetworks(NetworkPool(config.run_network), default=config.network,
                                       allow_host=config.allow_host_network, bundles=self.state / "containers")
         self.criu_config = self.state / "criu" / "torpor.conf"
@@ -276,6 +278,7 @@ class ContainerManager:
         except BaseException:
             self._cleanup(container_id, bundle, socket_dir)
             raise
+        self.oom.watch(container_id)
         return Container(id=container_id, run_id=run_id, bundle=bundle, socket_dir=socket_dir, proc=proc, pid=pid,
                          restored_from=restored_from, _pumps=pumps)
 
@@ -490,6 +493,10 @@ class ContainerManager:
         self._cleanup(container.id, container.bundle, container.socket_dir)
         return code
 
+    def oom_killed(self, container: Container) -> bool:
+        """Whether the kernel's OOM killer ended this container (ask once it has exited)."""
+        return self.oom.oom_killed(container.id)
+
     def network_of(self, container: Container) -> RunNetwork | None:
         return self.nets.of(container.id)
 
@@ -500,6 +507,7 @@ class ContainerManager:
             log.warning("runc delete of %s failed", container_id, exc_info=True)
         remove_runc_log(self.runc.root, container_id)
         self.nets.release(container_id)
+        self.oom.forget(container_id)
         shutil.rmtree(bundle, ignore_errors=True)
         shutil.rmtree(socket_dir, ignore_errors=True)
         shutil.rmtree(self.state / "criu" / f"{container_id}.work", ignore_errors=True)

@@ -68,6 +68,8 @@ class DaemonConfig:
     """Seconds a cached deployment bundle no run here has used is kept before it is removed."""
     bounds: AgentBounds = field(default_factory=AgentBounds)
     """What one run may make this agent hold: request sizes, connections, open waits, log bytes."""
+    memory_bytes: int = 0
+    """Memory offered to runs, which the coordinator fills with their memory limits; 0 = the host's total."""
 
 
 class Agent(CheckpointCommands):
@@ -137,7 +139,7 @@ class Agent(CheckpointCommands):
             hostname=platform.node(), kernel=platform.release(), cpus=os.cpu_count() or 1,
             memory_bytes=vm.total, memory_available_bytes=vm.available, criu_version=self.mgr.criu.version,
             runc_version="", load_1m=os.getloadavg()[0], allow_host_network=self.mgr.config.allow_host_network,
-            network=self.mgr.config.network,
+            network=self.mgr.config.network, memory_offered_bytes=self.config.memory_bytes or vm.total,
         )
 
     def holding(self) -> list[ap.RunRef]:
@@ -474,7 +476,7 @@ class Agent(CheckpointCommands):
         if suspended:
             return  # the suspend handler reports and cleans up
         if self.runs.get(slot.run_id) is slot:
-            self.send(slot.exit_message(code))
+            self.send(slot.exit_message(code, oom=code == 137 and self.mgr.oom_killed(container)))
         self._drop(slot)
 
     def _drop(self, slot: RunSlot) -> None:

@@ -18,6 +18,7 @@ from typing import Callable
 
 from torpor._proto.v1 import agent_pb2 as ap
 from torpor._proto.v1 import runtime_pb2 as rt
+from torpor._sizes import format_size
 from torpor.agent._alarms import ALARMS
 from torpor.agent._bounds import AgentBounds, too_many_waits
 from torpor.agent._containers import Container
@@ -235,7 +236,7 @@ class RunSlot:
         if self.logs is not None:
             self.logs.flush()
 
-    def exit_message(self, code: int) -> ap.AgentMessage:
+    def exit_message(self, code: int, *, oom: bool = False) -> ap.AgentMessage:
         """The RunExited report of the container's end (the logs' last marker goes first)."""
         self.flush_logs()
         res = self.result
@@ -246,8 +247,11 @@ class RunSlot:
             exited.error = "" if res.ok else (res.error or "task failed")
             exited.traceback = res.traceback
         else:
-            # 137 = SIGKILL that the agent did not send: the kernel's OOM killer, most likely.
-            exited.reason = self.stopping or ("oom" if code == 137 else "crashed")
-            exited.error = f"the task's process ended with exit status {code} before reporting a result"
+            # 137 = SIGKILL that the agent did not send: the OOM killer if its cgroup said so (agent/_oom.py).
+            exited.reason = self.stopping or ("oom" if oom else "killed" if code == 137 else "crashed")
+            exited.error = (f"the task used more memory than its limit ({format_size(self.spec.settings.memory_bytes)}) "
+                            "and the kernel killed it" if oom and self.spec.settings.memory_bytes else
+                            "the kernel's OOM killer ended the task (it has no memory limit: the host ran out)"
+                            if oom else f"the task's process ended with exit status {code} before reporting a result")
         return ap.AgentMessage(run_exited=exited)
 

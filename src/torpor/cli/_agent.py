@@ -118,12 +118,16 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--allow-host-network", envvar="TORPOR_ALLOW_HOST_NETWORK", is_flag=True,
               help="Let tasks ask for network='host' (they then reach everything this host reaches, its "
                    "loopback services included). [env TORPOR_ALLOW_HOST_NETWORK]")
+@click.option("--memory", "memory_bytes", envvar="TORPOR_MEMORY", type=BYTES, default=None,
+              help="Memory this agent offers to runs (default: the host's total). The coordinator places a run "
+                   "whose task sets memory= only where the memory limits of the runs already there leave room "
+                   "for its own. [env TORPOR_MEMORY]")
 def agent(coordinator: str, join_token: str | None, join_token_file: str | None, name: str, slots: int, state_dir: Path,
           store: str, labels: tuple[str, ...], suspend_threshold: float, criu: str | None, image_dir: Path | None,
           dump_timeout: float, python_bin: str, tls_ca: str | None, max_metadata_bytes: int, max_result_bytes: int,
           max_trigger_bytes: int, runtime_connections: int, runtime_connections_total: int,
           runtime_read_timeout: float, max_open_waits: int, outbox_log_bytes: int, stop_runs_on_exit: bool,
-          network: str, run_network: str, allow_host_network: bool) -> None:
+          network: str, run_network: str, allow_host_network: bool, memory_bytes: int | None) -> None:
     """Run the agent of this host: executes runs in containers, snapshots them with CRIU.
 
     Needs root, runc and CRIU >= 4.2 (run `torpor doctor` first). Containers
@@ -165,7 +169,7 @@ def agent(coordinator: str, join_token: str | None, join_token_file: str | None,
         daemon = Agent(
             DaemonConfig(name=name, coordinator=coordinator, join_token=join_token, slots=slots, labels=_labels(labels),
                          suspend_threshold=suspend_threshold, tls_ca=Path(tls_ca).read_bytes() if tls_ca else None,
-                         bounds=bounds),
+                         bounds=bounds, memory_bytes=memory_bytes or 0),
             containers=AgentConfig(state_dir=state_dir, python=python_bin, image_dir=image_dir,
                                    dump_timeout=dump_timeout, network=network, run_network=run_network,
                                    allow_host_network=allow_host_network),

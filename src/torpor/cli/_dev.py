@@ -15,6 +15,15 @@ import click
 from torpor.cli._group import cli
 
 
+def _sizes(text: str | None) -> tuple[int, ...]:
+    from torpor._sizes import parse_size
+
+    try:
+        return tuple(parse_size(part) for part in text.split(",")) if text else ()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--agent-memory") from None
+
+
 @cli.command()
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".torpor"), show_default=True,
               help="Postgres cluster, store, secrets and agent state; reuse it to keep runs across restarts.")
@@ -27,8 +36,11 @@ from torpor.cli._group import cli
 @click.option("--detach", "-d", is_flag=True,
               help="Start in the background and return once the stack is ready (its output goes to DATA_DIR/logs/dev.log).")
 @click.option("--stop", is_flag=True, help="Stop the torpor dev running on DATA_DIR (started with --detach or not).")
+@click.option("--agent-memory", default=None, metavar="SIZE[,SIZE...]",
+              help="Memory each agent offers to runs (agent --memory), in agent order, e.g. 2GiB,8GiB; the last "
+                   "size applies to the agents after it. Default: the host's total for each.")
 def dev(data_dir: Path, port: int, agents: int, slots: int, store_url: str | None, suspend_threshold: float,
-        detach: bool, stop: bool) -> None:
+        detach: bool, stop: bool, agent_memory: str | None) -> None:
     """Run Postgres, a coordinator and agents on this machine until Ctrl-C (or --stop).
 
     Writes DATA_DIR/client.env (TORPOR_ADDRESS, TORPOR_API_KEY) for other
@@ -48,6 +60,8 @@ def dev(data_dir: Path, port: int, agents: int, slots: int, store_url: str | Non
     """
     from torpor._devstack import DevConfig, DevStack, stop_running
 
+    memory = _sizes(agent_memory)  # a bad size fails here, before anything starts
+
     if stop:
         pid = stop_running(data_dir.resolve())
         click.echo(f"stopped torpor dev (pid {pid}) on {data_dir.resolve()}" if pid is not None
@@ -56,11 +70,12 @@ def dev(data_dir: Path, port: int, agents: int, slots: int, store_url: str | Non
     if detach:
         _detach(data_dir.resolve(), ["--port", str(port), "--agents", str(agents), "--slots", str(slots),
                                      "--suspend-threshold", str(suspend_threshold),
-                                     *(["--store", store_url] if store_url else [])])
+                                     *(["--store", store_url] if store_url else []),
+                                     *(["--agent-memory", agent_memory] if agent_memory else [])])
         return
 
     stack = DevStack(DevConfig(data_dir=data_dir, port=port, agents=agents, slots=slots, store_url=store_url,
-                               suspend_threshold=suspend_threshold))
+                               suspend_threshold=suspend_threshold, agent_memory=memory))
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

@@ -16,7 +16,7 @@ from torpor._proto.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 T = TypeVar("T")
 DEFAULT_ADDRESS = "127.0.0.1:7433"
 TERMINAL = frozenset({common_pb2.COMPLETED, common_pb2.FAILED, common_pb2.CANCELED, common_pb2.TIMED_OUT,
-                      common_pb2.CRASHED})
+                      common_pb2.CRASHED, common_pb2.OUT_OF_MEMORY})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -64,10 +64,11 @@ def complete(cur: Cursor, run: dict[str, Any], output_json: str) -> dict[str, An
     return row
 
 
-def attempt_failed(cur: Cursor, run: dict[str, Any], *, error: str, traceback: str | None, final: str, event: str) -> dict[str, Any]:
+def attempt_failed(cur: Cursor, run: dict[str, Any], *, error: str, traceback: str | None, final: str, event: str,
+                   retry: bool = True) -> dict[str, Any]:
     """The task failed this attempt (exception, timeout, crash): retry per its policy or finish as ``final``."""
     close_attempt(cur, run, final, error, traceback)
-    if run["attempt"] < run["max_attempts"]:
+    if retry and run["attempt"] < run["max_attempts"]:
         delay = retry_delay(run["attempt"], run["retry_factor"], run["retry_min"], run["retry_max"], run["retry_randomize"])
         return transition(
             cur, run["id"], RETRY_WAIT, event=event,

@@ -221,9 +221,12 @@ def run_exited(cur: Cursor, agent: str, m: agent_pb2.RunExited, max_failures: in
         life.complete(cur, run, m.output_json)
     elif m.has_result:
         life.attempt_failed(cur, run, error=m.error, traceback=m.traceback or None, final="FAILED", event="attempt_failed")
-    elif m.reason in ("oom", "killed"):
-        life.host_failure(cur, run, f"the container was {'OOM-' if m.reason == 'oom' else ''}killed (exit code {code})",
-                          max_failures=max_failures)
+    elif m.reason == "oom":
+        # Not the host's fault, and the same limit would kill the next attempt too: no retry.
+        life.attempt_failed(cur, run, error=m.error or "killed by the OOM killer", traceback=None,
+                            final="OUT_OF_MEMORY", event="out_of_memory", retry=False)
+    elif m.reason == "killed":
+        life.host_failure(cur, run, f"the container was killed (exit code {code})", max_failures=max_failures)
     elif m.reason == "timed_out":
         life.attempt_failed(cur, run, error="timed out on the agent", traceback=None, final="TIMED_OUT", event="timed_out")
     else:

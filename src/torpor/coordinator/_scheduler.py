@@ -51,9 +51,9 @@ ORDER BY ready_at, seq
 """
 
 _MY_AGENTS = """
-SELECT a.name, a.facts, a.slots - (SELECT count(*) FROM runs r WHERE r.agent = a.name
-                          AND r.status IN ('STARTING', 'RUNNING', 'SUSPENDING', 'RESTORING')) AS free
-FROM agents a
+SELECT a.name, a.facts, a.slots - p.n AS free, p.memory
+FROM agents a, LATERAL (SELECT count(*) AS n, COALESCE(sum(r.memory_bytes), 0) AS memory FROM runs r
+                        WHERE r.agent = a.name AND r.status IN ('STARTING', 'RUNNING', 'SUSPENDING', 'RESTORING')) p
 WHERE a.coordinator_id = %s AND a.alive AND a.lease_expires_at > now()
 FOR UPDATE OF a
 """
@@ -75,9 +75,9 @@ class Claim:
 
 def claim_round(cur: Cursor, coordinator_id: str, *, max_claims: int = 256, log_budget: int = 0) -> list[Claim]:
     cur.execute(_MY_AGENTS, (coordinator_id,))
-    mine = [r for r in cur.fetchall() if r["free"] > 0]
-    free = {r["name"]: int(r["free"]) for r in mine}
-    offers = {r["name"]: placement.offer_of(r["facts"]) for r in mine}
+    mine = cur.fetchall()
+    free = {r["name"]: int(r["free"]) for r in mine if r["free"] > 0}
+    offers = {r["name"]: placement.offer_of(r["facts"], int(r["memory"])) for r in mine}
     total = min(max_claims, sum(free.values()))
     if total <= 0:
         return []
@@ -128,14 +128,15 @@ def claim_round(cur: Cursor, coordinator_id: str, *, max_claims: int = 256, log_
             continue
         settings, bundle = _task_spec(cur, run, specs)
         ckpt = latest_checkpoint(cur, run) if run["status"] != QUEUED else None
-        need = placement.need_of(settings, ckpt)
+        need = placement.need_of(run, settings, ckpt)
         agent = placement.choose(free, offers, need)
         if agent is None:
-            placement.mark_unplaced(cur, run, placement.unplaced_reason(need))
+            placement.mark_unplaced(cur, run, placement.unplaced_reason(need, free, offers))
             continue
         claim = _assign(cur, run, agent, settings, bundle, ckpt, log_budget)
         if claim is not None:
             free[agent] -= 1
+            offers[agent].take(need)
             claims.append(claim)
     return claims
 

@@ -148,10 +148,10 @@ _INSERT = """
 WITH r AS (
     INSERT INTO runs (id, task, version, status, payload_json, tags, queue, concurrency_key, concurrency_limit,
                       idempotency_key, parent_run_id, max_attempts, retry_factor, retry_min, retry_max,
-                      retry_randomize, max_duration, ready_at)
+                      retry_randomize, max_duration, memory_bytes, ready_at)
     VALUES (%(id)s, %(task)s, %(version)s, 'QUEUED', %(payload)s, %(tags)s, %(queue)s, %(ckey)s, %(limit)s,
             %(ikey)s, %(parent)s, %(attempts)s, %(factor)s, %(rmin)s, %(rmax)s, %(randomize)s, %(max_duration)s,
-            now() + make_interval(secs => %(delay)s))
+            %(memory)s, now() + make_interval(secs => %(delay)s))
     RETURNING *
 ), e AS (
     INSERT INTO run_events (run_id, type, detail, attempt) SELECT id, 'queued', %(detail)s, attempt FROM r
@@ -211,6 +211,7 @@ def _insert_run(cur: Cursor, run_id: str, item: NewRun, task: TaskRow) -> dict[s
             "rmax": rmax,
             "randomize": randomize,
             "max_duration": max(0.0, task.settings.max_duration),
+            "memory": max(0, task.settings.memory_bytes),
             "delay": float(item.delay),
             "detail": f"version {task.version}" + (f", delayed {item.delay:g}s" if item.delay else ""),
         },

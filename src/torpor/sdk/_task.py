@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from torpor._errors import ConfigError, ErrorCode, TorporError
+from torpor._sizes import parse_size
 
 NETWORK_MODES = ("egress", "none", "host")
 
@@ -69,7 +70,7 @@ class TaskDefinition:
     queue: str | None
     concurrency_limit: int | None
     checkpoint_every: float | None
-    memory_mb: int | None
+    memory_bytes: int | None
     cpus: float | None
     network: str | None = None
 
@@ -89,7 +90,7 @@ class TaskDefinition:
             "queue": self.queue or "",
             "concurrency_limit": self.concurrency_limit or 0,
             "checkpoint_every": self.checkpoint_every or 0,
-            "memory_bytes": (self.memory_mb or 0) << 20,
+            "memory_bytes": self.memory_bytes or 0,
             "cpus": self.cpus or 0,
             "network": self.network or "",
         }
@@ -175,6 +176,27 @@ def _encode_payload(payload: Any) -> str:
         raise ConfigError(f"payload is not JSON-serialisable: {exc}") from exc
 
 
+_MIN_MEMORY = 16 << 20  # below this a Python process does not start
+
+
+def _memory(task_id: str, memory: int | str | None, memory_mb: int | None) -> int | None:
+    if memory is not None and memory_mb is not None:
+        raise ConfigError(f"task {task_id!r}: give memory= or memory_mb=, not both")
+    if memory_mb is not None:
+        if isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or memory_mb <= 0:
+            raise ConfigError(f"task {task_id!r}: memory_mb={memory_mb!r} must be a positive integer (or None)")
+        memory = memory_mb << 20
+    if memory is None:
+        return None
+    try:
+        n = parse_size(memory)
+    except ValueError as exc:
+        raise ConfigError(f"task {task_id!r}: memory={memory!r}: {exc}") from None
+    if n < _MIN_MEMORY:
+        raise ConfigError(f"task {task_id!r}: memory={memory!r} is below 16 MiB, too little for a Python process")
+    return n
+
+
 def task(
     *,
     id: str,
@@ -183,6 +205,7 @@ def task(
     queue: str | None = None,
     concurrency_limit: int | None = None,
     checkpoint_every: float | None = None,
+    memory: int | str | None = None,
     memory_mb: int | None = None,
     cpus: float | None = None,
     network: str | None = None,
@@ -192,6 +215,10 @@ def task(
     ``max_duration``: seconds of execution per attempt (waits excluded).
     ``queue``/``concurrency_limit``: at most that many runs of the queue at once.
     ``checkpoint_every``: seconds between leave-running checkpoints (crash recovery points).
+    ``memory``: the run's memory limit, bytes or a size such as ``"512MiB"`` or ``"2GiB"`` (swap included;
+    past it the run is killed and ends OUT_OF_MEMORY); the coordinator places the run only on an agent with that
+    much memory not promised to other runs. ``memory_mb`` is the same in MiB. ``cpus``: a CPU quota (1.5 = one
+    and a half cores). Neither set: no limit.
     ``network``: ``"egress"`` (outbound connections only; nothing on the host nor other runs),
     ``"none"`` (its own loopback only) or ``"host"`` (the host's network; the agent must allow it).
     Default: the agent's (egress unless its operator chose otherwise).
@@ -201,9 +228,9 @@ def task(
     for name, value in (("max_duration", max_duration), ("checkpoint_every", checkpoint_every), ("cpus", cpus)):
         if value is not None and value <= 0:
             raise ConfigError(f"task {id!r}: {name}={value} must be positive (or None)")
-    for name, ivalue in (("concurrency_limit", concurrency_limit), ("memory_mb", memory_mb)):
-        if ivalue is not None and (not isinstance(ivalue, int) or ivalue <= 0):
-            raise ConfigError(f"task {id!r}: {name}={ivalue!r} must be a positive integer (or None)")
+    memory_bytes = _memory(id, memory, memory_mb)
+    if concurrency_limit is not None and (not isinstance(concurrency_limit, int) or concurrency_limit <= 0):
+        raise ConfigError(f"task {id!r}: concurrency_limit={concurrency_limit!r} must be a positive integer (or None)")
     if network is not None and network not in NETWORK_MODES:
         raise ConfigError(f"task {id!r}: network={network!r}: use one of {', '.join(map(repr, NETWORK_MODES))} (or None)")
     if retry is not None and not isinstance(retry, Retry):
@@ -221,7 +248,7 @@ def task(
             queue=queue,
             concurrency_limit=concurrency_limit,
             checkpoint_every=checkpoint_every,
-            memory_mb=memory_mb,
+            memory_bytes=memory_bytes,
             cpus=cpus,
             network=network,
         )

@@ -223,3 +223,19 @@ def hostile(payload):
         except OSError as exc:
             sockets[path] = type(exc).__name__
     return {"refused": refused, "sockets": sockets, "fork": _fork_until_refused()}
+
+
+@task(id="big-mem", memory="3GiB")
+def big_mem(payload):
+    """Promised 3 GiB (placement only needs the promise): holds its slot a while."""
+    time.sleep(payload.get("seconds", 5))
+    return "placed"
+
+
+@task(id="mem-hog", memory="64MiB")
+def mem_hog(payload):
+    """Touches more memory than its limit: the kernel kills it."""
+    blob = bytearray(payload.get("mb", 256) << 20)
+    for i in range(0, len(blob), 4096):
+        blob[i] = 1
+    return "survived"

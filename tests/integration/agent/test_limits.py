@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import os
+import signal
 
 from torpor.agent import Limits
 
@@ -59,3 +61,14 @@ def test_hardening_and_memory_limit(make_agent, file_store, state_dir):
     assert report["unshare"] == 1 and report["mount"] == 1  # EPERM from the seccomp profile
     # 200 MB against a 64 MB limit: the kernel kills it.
     assert "survived" not in out and code == 137, (code, out)
+    # The agent tells the OOM killer's 137 apart (agent/_oom.py), after runc removed the container's cgroup.
+    assert agent.mgr.oom_killed(c) is True
+
+
+def test_a_sigkill_from_elsewhere_is_not_taken_for_the_oom_killer(make_agent, file_store, state_dir):
+    agent = make_agent(file_store)
+    c = agent.start(run_id="run-killed", args=["/usr/bin/python3", "-c", "import time; time.sleep(60)"],
+                    limits=Limits(memory_bytes=64 << 20, pids=64))
+    os.kill(c.pid, signal.SIGKILL)
+    assert c.wait(timeout=30) == 137
+    assert agent.mgr.oom_killed(c) is False

@@ -56,3 +56,53 @@ def test_a_run_dumped_in_host_mode_restores_only_where_host_networks_are_allowed
     assert restore.restore.checkpoint_id == "ck-w1"
     assert refusing.count("restore", run_id) == 0
     wait_status(client, run_id, "RESTORING", "RUNNING")
+
+
+GiB = 1 << 30
+
+
+def test_a_run_goes_only_where_its_memory_fits_and_says_why_it_waits(client, agents):
+    deploy(client, task("big", memory_bytes=3 * GiB))
+    small = agents("small", slots=4, memory=2 * GiB, auto_start=False)
+    first = client.trigger("big").run_id
+    assert_eventually(lambda: "the most any connected agent offers is 2 GiB" in _unplaced(client, first), timeout=10)
+    assert small.count("start", first) == 0
+
+    large = agents("large", slots=4, memory=4 * GiB, auto_start=False)
+    large.wait_command("start", first)
+    wait_status(client, first, "STARTING", "RUNNING")
+    # 3 of the large agent's 4 GiB are promised to the first run: a second waits, though both agents have slots.
+    second = client.trigger("big").run_id
+    assert_eventually(lambda: "no agent with a free slot has that much left now" in _unplaced(client, second),
+                      timeout=10)
+    assert small.count("start", second) == 0 and large.count("start", second) == 0
+    large.exit(first, output=1)
+    large.wait_command("start", second)
+    assert small.count("start", second) == 0
+    assert_eventually(lambda: _unplaced(client, second) == "", timeout=10)
+
+
+def test_runs_without_a_memory_limit_are_placed_as_before(client, agents):
+    deploy(client, task("plain"))
+    a = agents("tiny", slots=2, memory=64 << 20, auto_start=False)
+    run_id = client.trigger("plain").run_id
+    a.wait_command("start", run_id)
+
+
+def test_an_oom_kill_ends_the_run_out_of_memory_without_a_retry(client, agents):
+    deploy(client, task("hog", memory_bytes=GiB, retry={"max_attempts": 3}))
+    a = agents("a", slots=1, memory=4 * GiB, auto_start=False)
+    run_id = client.trigger("hog").run_id
+    a.wait_command("start", run_id)
+    wait_status(client, run_id, "STARTING", "RUNNING")
+    a.exit(run_id, has_result=False, reason="oom", error="the task used more memory than its limit (1 GiB)")
+    run = wait_status(client, run_id, "OUT_OF_MEMORY")
+    assert run.attempt == 1 and "more memory than its limit" in run.error, run
+    assert [e.type for e in run.events][-1] == "out_of_memory"
+    # A SIGKILL the agent cannot explain is a host failure, as before: the run is started again.
+    deploy(client, task("victim"))
+    victim = client.trigger("victim").run_id
+    a.wait_command("start", victim)
+    wait_status(client, victim, "STARTING", "RUNNING")
+    a.exit(victim, has_result=False, reason="killed")
+    assert_eventually(lambda: a.count("start", victim) == 2, timeout=15, msg="the killed run was not started again")

@@ -93,3 +93,24 @@ def test_waits_validate_their_arguments():
         wait.create_token()
     wait.for_(seconds=0.01)  # outside a run a wait is a plain sleep
     wait.until(dt.datetime.now(dt.timezone.utc))
+
+
+@pytest.mark.parametrize("memory,n", [("2GiB", 2 << 30), ("512MiB", 512 << 20), ("1.5GiB", 3 << 29), (64 << 20, 64 << 20)])
+def test_memory_takes_bytes_or_a_size(memory, n):
+    from torpor.sdk._task import task as make
+
+    t = make(id=f"mem-{n}", memory=memory)(lambda payload: None)
+    assert t.definition.to_dict()["memory_bytes"] == n
+
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    ({"memory": "lots"}, "is not a size"),
+    ({"memory": "1MiB"}, "below 16 MiB"),
+    ({"memory": "1GiB", "memory_mb": 1024}, "not both"),
+    ({"memory": True}, "is not a size"),
+])
+def test_a_bad_memory_says_what_is_wrong(kwargs, fragment):
+    from torpor.sdk._task import task as make
+
+    with pytest.raises(ConfigError, match=fragment):
+        make(id="bad-mem", **kwargs)

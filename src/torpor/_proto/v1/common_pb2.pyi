@@ -25,6 +25,7 @@ class RunStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CANCELED: _ClassVar[RunStatus]
     TIMED_OUT: _ClassVar[RunStatus]
     CRASHED: _ClassVar[RunStatus]
+    OUT_OF_MEMORY: _ClassVar[RunStatus]
 
 class CheckpointKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -45,6 +46,7 @@ FAILED: RunStatus
 CANCELED: RunStatus
 TIMED_OUT: RunStatus
 CRASHED: RunStatus
+OUT_OF_MEMORY: RunStatus
 CHECKPOINT_KIND_UNSPECIFIED: CheckpointKind
 SUSPEND: CheckpointKind
 PERIODIC: CheckpointKind
@@ -237,7 +239,7 @@ class RunWait(_message.Message):
     def __init__(self, wait_id: _Optional[str] = ..., kind: _Optional[str] = ..., due_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., token_id: _Optional[str] = ..., child_run_ids: _Optional[_Iterable[str]] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class HostFacts(_message.Message):
-    __slots__ = ("hostname", "kernel", "cpus", "memory_bytes", "memory_available_bytes", "criu_version", "runc_version", "load_1m", "allow_host_network", "network")
+    __slots__ = ("hostname", "kernel", "cpus", "memory_bytes", "memory_available_bytes", "criu_version", "runc_version", "load_1m", "allow_host_network", "network", "memory_offered_bytes")
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     KERNEL_FIELD_NUMBER: _ClassVar[int]
     CPUS_FIELD_NUMBER: _ClassVar[int]
@@ -248,6 +250,7 @@ class HostFacts(_message.Message):
     LOAD_1M_FIELD_NUMBER: _ClassVar[int]
     ALLOW_HOST_NETWORK_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_OFFERED_BYTES_FIELD_NUMBER: _ClassVar[int]
     hostname: str
     kernel: str
     cpus: int
@@ -258,4 +261,5 @@ class HostFacts(_message.Message):
     load_1m: float
     allow_host_network: bool
     network: str
-    def __init__(self, hostname: _Optional[str] = ..., kernel: _Optional[str] = ..., cpus: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., criu_version: _Optional[str] = ..., runc_version: _Optional[str] = ..., load_1m: _Optional[float] = ..., allow_host_network: _Optional[bool] = ..., network: _Optional[str] = ...) -> None: ...
+    memory_offered_bytes: int
+    def __init__(self, hostname: _Optional[str] = ..., kernel: _Optional[str] = ..., cpus: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., criu_version: _Optional[str] = ..., runc_version: _Optional[str] = ..., load_1m: _Optional[float] = ..., allow_host_network: _Optional[bool] = ..., network: _Optional[str] = ..., memory_offered_bytes: _Optional[int] = ...) -> None: ...
