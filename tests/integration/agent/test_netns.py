@@ -4,7 +4,8 @@ The outside world is a network namespace the test makes ("inet"), joined to the
 host by a veth pair, with a server in it; the host serves the same port on
 all its addresses. A run in egress mode reaches the first and not the second,
 nor another run; a run in none mode reaches neither; two runs serve one port
-on their own loopbacks; a restored run serves again in a fresh namespace.
+on their own loopbacks, and both serve it again, in fresh namespaces of their
+modes, once suspended and restored on another agent.
 """
 
 from __future__ import annotations
@@ -159,33 +160,40 @@ def test_host_network_is_refused_unless_the_agent_allows_it(make_agent, file_sto
     assert agent.mgr.nets.held() == []
 
 
-def test_a_restored_run_serves_again_in_a_fresh_namespace_on_another_agent(make_agent, file_store, state_dir, inet):
+def test_two_runs_serving_one_port_both_serve_again_after_a_move_to_another_agent(make_agent, file_store, state_dir,
+                                                                                  inet):
     app = probe_app(state_dir)
     a, b = make_agent(file_store, "a"), make_agent(file_store, "b")
     out_port, own_port = free_port(), free_port()
     inet.serve(out_port, "inet")
     c = a.start(run_id="run-m", app_dir=app, network="egress", args=[*PROBE, str(own_port), f"{inet.addr}:{out_port}"])
+    c2 = a.start(run_id="run-m2", app_dir=app, network="none", args=[*PROBE, str(own_port)])
     assert probes(a, "run-m")[f"{inet.addr}:{out_port}"] == "ok inet"
-    assert_eventually(lambda: self_ok(a, "run-m") > 2, timeout=10)
+    assert_eventually(lambda: self_ok(a, "run-m") > 2 and self_ok(a, "run-m2") > 2, timeout=10)
     old_net = a.mgr.network_of(c)
     manifest = a.mgr.checkpoint(c, checkpoint_id="ck-net", kind="suspend", leave_running=False)
+    manifest2 = a.mgr.checkpoint(c2, checkpoint_id="ck-net2", kind="suspend", leave_running=False)
     c.wait(timeout=30)
-    assert manifest.network == "egress"
+    c2.wait(timeout=30)
+    assert (manifest.network, manifest2.network) == ("egress", "none")
     assert not os.path.exists(f"/sys/class/net/{old_net.veth}"), "the suspended run's veth was left behind"
 
-    # Another run now holds the index (and addresses) the dumped run had.
+    # Another run now holds the index (and addresses) the dumped run had, and serves the same port.
     b.start(run_id="run-other", app_dir=app, network="egress", args=[*PROBE, str(own_port)])
-    before = self_ok(b, "run-m")
+    before = {run: self_ok(b, run) for run in ("run-m", "run-m2", "run-other")}
     r = b.restore(manifest, app_dir=app)
+    r2 = b.restore(manifest2, app_dir=app)
     new_net = b.mgr.network_of(r)
     assert new_net.mode == "egress" and new_net.addresses != old_net.addresses
+    assert b.mgr.network_of(r2).mode == "none"
     # The hook gave the restored namespace this host's addresses, not the ones of the dump.
     inside = subprocess.run(["nsenter", "-t", str(r.pid), "-n", "ip", "-o", "-4", "addr", "show", "eth0"],
                             capture_output=True, text=True, check=True).stdout
     assert f" {new_net.addresses[1]}/30 " in inside, inside
-    # Its server listens again (in the new namespace) and answers its own round trips.
-    try:
-        assert_eventually(lambda: self_ok(b, "run-m") > before + 3, timeout=20)
-    except AssertionError as exc:
-        raise AssertionError(f"the restored run does not serve: {tail(b, 'run-m')}") from exc
-    assert r.running
+    # All three listen on the same port, each in its own namespace, and answer their own round trips.
+    for run in ("run-m", "run-m2", "run-other"):
+        try:
+            assert_eventually(lambda: self_ok(b, run) > before[run] + 3, timeout=20)
+        except AssertionError as exc:
+            raise AssertionError(f"{run} does not serve after the move: {tail(b, run)}") from exc
+    assert r.running and r2.running
