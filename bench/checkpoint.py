@@ -116,7 +116,9 @@ def bench_one(mgr: ContainerManager, app: Path, mb: int, store_kind: str, s3ctx)
     os.chmod(raw_img, 0o755)
     rid = f"raw-{run_id}"
     bundle = mgr.state / "containers" / rid
-    spec = mgr._spec(run_id, rid, ["/bin/false"], app, None, __import__("torpor.agent._oci", fromlist=["Limits"]).Limits())
+    # The same network mode as the dumped run (CRIU's empty-ns net: the namespace is made afresh, by the hook).
+    spec = mgr._spec(run_id, rid, ["/bin/false"], app, None, __import__("torpor.agent._oci", fromlist=["Limits"]).Limits(),
+                     manifest.network or None)
     from torpor.agent._oci import write_bundle
 
     write_bundle(bundle, spec, criu_config=mgr.criu_config)
@@ -127,6 +129,7 @@ def bench_one(mgr: ContainerManager, app: Path, mb: int, store_kind: str, s3ctx)
     result["raw_restore_s"] = round(time.monotonic() - t, 3)
     mgr.runc.delete(rid)
     p.wait()
+    mgr.nets.release(rid)
     shutil.rmtree(bundle, ignore_errors=True)
     for suffix in ("", ".w", ".rw"):
         shutil.rmtree(raw_img.with_suffix(suffix) if suffix else raw_img, ignore_errors=True)
