@@ -76,3 +76,32 @@ def big_state(payload: dict) -> dict:
     wait.for_(seconds=float((payload or {}).get("seconds", 30)))
     after = hashlib.sha256(blob).hexdigest()
     return {"mb": mb, "sha256_before": before, "sha256_after": after, "same": before == after}
+
+
+@task(id="async-fetch")
+async def async_fetch(payload: dict) -> dict:
+    """An async def task: a heartbeat coroutine keeps ticking while another sleeps 8 s as a snapshot.
+
+    The suspension freezes the event loop with both coroutines on it; after the
+    restore (on any host) both go on where they were.
+    """
+    import asyncio
+    import time
+
+    ticks: list[float] = []
+    done = asyncio.Event()
+
+    async def heartbeat() -> None:
+        while not done.is_set():
+            ticks.append(time.time())
+            await asyncio.sleep(0.2)
+
+    async def slow_call() -> float:
+        await wait.for_async(seconds=float((payload or {}).get("seconds", 8)))  # suspends the whole run
+        resumed_at = time.time()
+        await asyncio.sleep(1.0)  # the heartbeat goes on, after the restore, beside this one
+        done.set()
+        return resumed_at
+
+    _, resumed_at = await asyncio.gather(heartbeat(), slow_call())
+    return {"ticks_before": sum(t < resumed_at for t in ticks), "ticks_after": sum(t >= resumed_at for t in ticks)}

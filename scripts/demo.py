@@ -212,6 +212,17 @@ class Demo:
             say(f"   attempt {a['number']}: {a['status']}{' - ' + a['error'] if a['error'] else ''}")
         self.check(r["status"] == "COMPLETED" and len(r["attempts"]) == 3, "succeeded on attempt 3")
 
+    def async_task(self) -> None:
+        step("An async def task: one coroutine waits 8 s (the run becomes a snapshot), another keeps ticking")
+        run_id = self.trigger("async-fetch", {"seconds": 8})
+        r = self.wait_for(run_id, {"SUSPENDED"})
+        say(f"   {r['status']}: the event loop and both coroutines are in the snapshot; containers: {self.containers()}")
+        r = self.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"})
+        out = r["output"] or {}
+        say(f"   {r['status']}: {json.dumps(out)}")
+        self.check(r["status"] == "COMPLETED" and out.get("ticks_before", 0) > 0 and out.get("ticks_after", 0) >= 3,
+                   "the heartbeat ticked before the suspension and again after the restore")
+
     def main(self) -> int:
         try:
             self.start()
@@ -219,6 +230,7 @@ class Demo:
             self.approval()
             self.fan_out()
             self.flaky()
+            self.async_task()
         finally:
             step("Stopping the stack")
             self.stop()

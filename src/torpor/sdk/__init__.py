@@ -3,7 +3,7 @@
 from torpor.sdk._context import RunContext, context
 from torpor.sdk._misc import logger, metadata
 from torpor.sdk._task import Retry, Task, TaskDefinition, TaskResult, registered_tasks, task
-from torpor.sdk._wait import Token, WaitTimeout, checkpoint, wait
+from torpor.sdk._wait import Token, WaitTimeout, checkpoint, checkpoint_async, wait
 
 __all__ = [
     "Retry",
@@ -14,6 +14,7 @@ __all__ = [
     "Token",
     "WaitTimeout",
     "checkpoint",
+    "checkpoint_async",
     "context",
     "logger",
     "metadata",

@@ -7,8 +7,10 @@ the mask and the agent's wake-up signal always lands in a wait.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import importlib
+import inspect
 import json
 import sys
 import traceback
@@ -45,6 +47,10 @@ def _report(ok: bool, output_json: str = "", error: str = "", tb: str = "") -> N
         _runtime.call(rt.RuntimeRequest(result=rt.RuntimeResult(ok=False, error=str(exc))))
 
 
+async def _awaited(awaitable):  # type: ignore[no-untyped-def]
+    return await awaitable
+
+
 def main() -> int:
     _runtime.block_wake_signal()
     from torpor._proto.v1 import runtime_pb2 as rt
@@ -75,6 +81,9 @@ def main() -> int:
         return 1
     try:
         output = fn(payload)
+        if inspect.isawaitable(output):
+            # An async def task: its own event loop, in the main thread, for the whole run.
+            output = asyncio.run(_awaited(output))
     except BaseException as exc:  # noqa: BLE001 - any exception is the task's failure
         _report(False, error=f"{type(exc).__name__}: {exc}", tb=traceback.format_exc())
         return 1

@@ -3,7 +3,9 @@
 Each request opens a connection, sends one message, reads one answer and
 closes, so no connection to the agent is open while CRIU dumps the container.
 Waiting is done by blocking on SIGUSR1 (blocked in every thread since the
-entrypoint started), which survives a dump and a restore on another host.
+entrypoint started), which survives a dump and a restore on another host: one
+thread takes the signal and wakes every waiter (``_Waker``), so several
+threads or coroutines may wait at once.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 import time
 
 from torpor._errors import LimitExceeded, TorporError
@@ -90,13 +93,49 @@ def block_wake_signal() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, {WAKE_SIGNAL})
 
 
-def sleep_until_woken(timeout: float | None = None) -> bool:
-    """Block, holding no connection, until the agent's SIGUSR1; False on timeout."""
-    if timeout is None:
-        while signal.sigtimedwait({WAKE_SIGNAL}, 3600.0) is None:
-            pass
-        return True
-    return signal.sigtimedwait({WAKE_SIGNAL}, timeout) is not None
+class _Waker:
+    """The one thread that takes the agent's wake-up signals, and tells every waiting thread.
+
+    Several threads (or coroutines, through the ``_async`` calls) may wait at
+    once, and one SIGUSR1 says only "some wait of yours has news": each waiter
+    records the wake-up count before its request and, once it has moved on,
+    asks the agent about its own wait. A signal that comes before anyone waits
+    is counted, not lost.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._count = 0
+        self._thread: threading.Thread | None = None
+
+    def count(self) -> int:
+        """The number of wake-ups so far (starting the thread on first use)."""
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="torpor-wake", daemon=True)
+                self._thread.start()
+            return self._count
+
+    def wait_past(self, count: int, timeout: float | None = None) -> int:
+        """Block until there were more than ``count`` wake-ups; the count then (unchanged on timeout)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._count > count, timeout)
+            return self._count
+
+    def _run(self) -> None:
+        while True:
+            if signal.sigtimedwait({WAKE_SIGNAL}, 3600.0) is not None:
+                with self._cond:
+                    self._count += 1
+                    self._cond.notify_all()
+
+    def _after_fork(self) -> None:
+        self._cond = threading.Condition()
+        self._thread = None
+
+
+WAKER = _Waker()
+os.register_at_fork(after_in_child=WAKER._after_fork)
 
 
 def wait_point(request: rt.RuntimeRequest, wait_id: str) -> rt.WaitOutcome:
@@ -108,16 +147,18 @@ def wait_point(request: rt.RuntimeRequest, wait_id: str) -> rt.WaitOutcome:
     wait recorded with the coordinator is found (resolved meanwhile, or not),
     and a ``checkpoint()`` returns, since its image is durable.
     """
+    seen = WAKER.count()
     accepted = call(request)
     resolved = accepted.wait_accepted.resolved
     while True:
         if not resolved:
-            sleep_until_woken()
+            seen = WAKER.wait_past(seen)
         outcome = call(rt.RuntimeRequest(wait_result=rt.RuntimeWaitResult(wait_id=wait_id))).wait_outcome
         if outcome.ready:
             return outcome
-        resolved = False  # a stale or early wake-up: block again
+        resolved = False  # news of another wait, or a stale or early wake-up: block again
         if outcome.unknown:
             if request.WhichOneof("msg") == "checkpoint":
                 request.checkpoint.after_restore = True
+            seen = WAKER.count()
             resolved = call(request).wait_accepted.resolved

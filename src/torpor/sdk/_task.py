@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import re
 from dataclasses import dataclass
@@ -111,7 +113,12 @@ class Task:
         return self.definition.id
 
     def __call__(self, payload: Any) -> Any:
+        """Run the function here (an ``async def`` task returns its coroutine, to await)."""
         return self.fn(payload)
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn)
 
     def __repr__(self) -> str:
         return f"<torpor task {self.id!r} {self.definition.module}.{self.definition.function}>"
@@ -151,6 +158,25 @@ class Task:
             for p in encoded
         ]
         return list(call(rt.RuntimeRequest(trigger=rt.RuntimeTrigger(items=items))).triggered.run_ids)
+
+    async def trigger_async(self, payload: Any = None, *, idempotency_key: str | None = None,
+                            tags: Sequence[str] = (), client: Any = None) -> str:
+        """``trigger`` for ``async def`` tasks (the request runs in a thread; the event loop goes on)."""
+        return await asyncio.to_thread(self.trigger, payload, idempotency_key=idempotency_key, tags=tags,
+                                       client=client)
+
+    async def batch_trigger_async(self, payloads: Sequence[Any], *, tags: Sequence[str] = (),
+                                  client: Any = None) -> list[str]:
+        return await asyncio.to_thread(self.batch_trigger, payloads, tags=tags, client=client)
+
+    async def trigger_and_wait_async(self, payload: Any = None, *, idempotency_key: str | None = None,
+                                     tags: Sequence[str] = ()) -> TaskResult:
+        """``trigger_and_wait`` for ``async def`` tasks: the task's other coroutines go on while it waits."""
+        return await asyncio.to_thread(self.trigger_and_wait, payload, idempotency_key=idempotency_key, tags=tags)
+
+    async def batch_trigger_and_wait_async(self, payloads: Sequence[Any], *,
+                                           tags: Sequence[str] = ()) -> list[TaskResult]:
+        return await asyncio.to_thread(self.batch_trigger_and_wait, payloads, tags=tags)
 
     def trigger_and_wait(self, payload: Any = None, *, idempotency_key: str | None = None,
                          tags: Sequence[str] = ()) -> TaskResult:

@@ -7,6 +7,7 @@ host; either way this code just blocks, then returns the wait's value.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import json
 import time
@@ -104,6 +105,26 @@ class _Wait:
         return json.loads(outcome.result_json) if outcome.result_json else None
 
 
+    # Awaitable twins (DBOS's naming): the blocking call runs in a thread, so the event loop and the task's
+    # other coroutines go on meanwhile; a suspension freezes the whole process, loop included, and all of
+    # it goes on after the restore. Several may wait at once (sdk/_runtime.py, _Waker).
+
+    async def for_async(self, *, seconds: float = 0, minutes: float = 0, hours: float = 0, days: float = 0) -> None:
+        """``await wait.for_async(...)``: ``for_`` for ``async def`` tasks."""
+        await asyncio.to_thread(self.for_, seconds=seconds, minutes=minutes, hours=hours, days=days)
+
+    async def until_async(self, when: _dt.datetime) -> None:
+        """``await wait.until_async(when)``: ``until`` for ``async def`` tasks."""
+        await asyncio.to_thread(self.until, when)
+
+    async def create_token_async(self, *, timeout: float | None = None) -> Token:
+        return await asyncio.to_thread(self.create_token, timeout=timeout)
+
+    async def for_token_async(self, token: Token | str) -> Any:
+        """``await wait.for_token_async(token)``: ``for_token`` for ``async def`` tasks."""
+        return await asyncio.to_thread(self.for_token, token)
+
+
 def wait_for_runs(run_ids: list[str]) -> list[TaskResult]:
     outcome = _wait({"children": rt.ChildList(run_ids=run_ids)})
     results = json.loads(outcome.result_json or "[]")
@@ -128,6 +149,11 @@ def checkpoint() -> None:
 
     wait_id = _new_id()
     wait_point(rt.RuntimeRequest(checkpoint=rt.RuntimeCheckpoint(wait_id=wait_id)), wait_id)
+
+
+async def checkpoint_async() -> None:
+    """``await checkpoint_async()``: ``checkpoint`` for ``async def`` tasks."""
+    await asyncio.to_thread(checkpoint)
 
 
 wait = _Wait()

@@ -239,3 +239,50 @@ def mem_hog(payload):
     for i in range(0, len(blob), 4096):
         blob[i] = 1
     return "survived"
+
+
+@task(id="async-trio")
+async def async_trio(payload):
+    """Three coroutines: one waits on a token (the run suspends), two count; all go on after the restore."""
+    import asyncio
+
+    from torpor import wait as w
+
+    ticks = {"a": [], "b": []}
+    answered = {}
+
+    async def count(name):
+        while "child" not in answered:
+            ticks[name].append(time.time())
+            await asyncio.sleep(0.1)
+
+    async def ask():
+        token = await w.create_token_async(timeout=600)
+        metadata.set("token", token.id)
+        answered["data"] = await w.for_token_async(token)
+        answered["at"] = time.time()
+        result = await child.trigger_and_wait_async({"n": 2})
+        await asyncio.sleep(0.5)
+        answered["child"] = result.output
+
+    await asyncio.gather(count("a"), count("b"), ask())
+    at = answered["at"]
+    return {"data": answered["data"], "child": answered["child"],
+            "before": {k: sum(1 for t in v if t < at) for k, v in ticks.items()},
+            "after": {k: sum(1 for t in v if t >= at) for k, v in ticks.items()}}
+
+
+@task(id="async-pair")
+async def async_pair(payload):
+    """Two short waits at once, in place: each returns (one wake-up signal must reach both waiters)."""
+    import asyncio
+
+    from torpor import wait as w
+
+    start = time.time()
+
+    async def nap(seconds):
+        await w.for_async(seconds=seconds)
+        return round(time.time() - start, 2)
+
+    return await asyncio.gather(nap(payload.get("a", 1.0)), nap(payload.get("b", 1.5)))
