@@ -246,6 +246,7 @@ class RunSlot:
             exited.output_json = res.output_json if res.ok else ""
             exited.error = "" if res.ok else (res.error or "task failed")
             exited.traceback = res.traceback
+            exited.final = res.final and not res.ok
         else:
             # 137 = SIGKILL that the agent did not send: the OOM killer if its cgroup said so (agent/_oom.py).
             exited.reason = self.stopping or ("oom" if oom else "killed" if code == 137 else "crashed")

@@ -26,7 +26,7 @@ def _settings(task: dict):  # type: ignore[no-untyped-def]
                              max_timeout=retry["max_timeout"], randomize=retry["randomize"]),
         max_duration=task["max_duration"], queue=task["queue"], concurrency_limit=task["concurrency_limit"],
         checkpoint_every=task["checkpoint_every"], memory_bytes=task["memory_bytes"], cpus=task["cpus"],
-        network=task.get("network", ""),
+        network=task.get("network", ""), payload_schema_json=task.get("payload_schema", ""),
     )
 
 

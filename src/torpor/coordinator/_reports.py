@@ -220,7 +220,8 @@ def run_exited(cur: Cursor, agent: str, m: agent_pb2.RunExited, max_failures: in
     elif m.has_result and not m.error:
         life.complete(cur, run, m.output_json)
     elif m.has_result:
-        life.attempt_failed(cur, run, error=m.error, traceback=m.traceback or None, final="FAILED", event="attempt_failed")
+        life.attempt_failed(cur, run, error=m.error, traceback=m.traceback or None, final="FAILED", event="attempt_failed",
+                            retry=not m.final)
     elif m.reason == "oom":
         # Not the host's fault, and the same limit would kill the next attempt too: no retry.
         life.attempt_failed(cur, run, error=m.error or "killed by the OOM killer", traceback=None,

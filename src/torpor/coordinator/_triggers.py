@@ -17,6 +17,7 @@ from torpor._errors import ConfigError, NotFoundError
 from torpor._proto.v1 import common_pb2
 from torpor.coordinator._config import Limits
 from torpor.coordinator._db import Cursor
+from torpor.coordinator._payload_check import check_payload
 
 DEFAULT_RETRY = (3, 2.0, 1.0, 60.0, True)
 
@@ -176,6 +177,9 @@ def create_runs(cur: Cursor, items: list[NewRun], limits: Limits) -> list[tuple[
             if cur.fetchone() is None:
                 raise ConfigError(f"parent run {item.parent_run_id!r} does not exist")
             parents.add(item.parent_run_id)
+    for item in items:  # every payload fits its task's parameter type before anything is written
+        task = tasks[(item.task, item.version)]
+        check_payload(task.task_id, task.settings.payload_schema_json, item.payload_json)
     out: list[tuple[dict[str, Any], bool]] = []
     for item in items:
         task = tasks[(item.task, item.version)]

@@ -34,12 +34,12 @@ def _clip(text: str, limit: int, *, keep_end: bool = False) -> str:
     return f"{note}\n{kept}" if keep_end else f"{kept}{note}"
 
 
-def _report(ok: bool, output_json: str = "", error: str = "", tb: str = "") -> None:
+def _report(ok: bool, output_json: str = "", error: str = "", tb: str = "", final: bool = False) -> None:
     from torpor._errors import LimitExceeded
     from torpor._proto.v1 import runtime_pb2 as rt
 
     result = rt.RuntimeResult(ok=ok, output_json=output_json, error=_clip(error, ERROR_BYTES),
-                              traceback=_clip(tb, TRACEBACK_BYTES, keep_end=True))
+                              traceback=_clip(tb, TRACEBACK_BYTES, keep_end=True), final=final)
     try:
         _runtime.call(rt.RuntimeRequest(result=result))
     except LimitExceeded as exc:
@@ -75,10 +75,19 @@ def main() -> int:
             target = getattr(target, part)
         fn = getattr(target, "fn", target)  # a Task object wraps the function
         payload = json.loads(ctx.payload_json) if ctx.payload_json else None
+        typed = getattr(target, "payload_type", None)
     except BaseException as exc:  # noqa: BLE001 - reported as the attempt's failure
         _report(False, error=f"cannot load task {ctx.task_id} ({ctx.module}.{ctx.function}): "
                 f"{type(exc).__name__}: {exc}", tb=traceback.format_exc())
         return 1
+    if typed is not None:
+        from torpor.sdk._payload import PayloadError, convert
+
+        try:
+            payload = convert(typed, payload)
+        except PayloadError as exc:
+            _report(False, error=str(exc), final=True)  # the same payload fails every attempt
+            return 1
     try:
         output = fn(payload)
         if inspect.isawaitable(output):

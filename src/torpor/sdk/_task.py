@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import json
 import re
@@ -11,6 +12,7 @@ from typing import Any, Callable, Sequence
 
 from torpor._errors import ConfigError, ErrorCode, TorporError
 from torpor._sizes import parse_size
+from torpor.sdk._payload import payload_type, schema_of
 
 NETWORK_MODES = ("egress", "none", "host")
 
@@ -75,6 +77,8 @@ class TaskDefinition:
     memory_bytes: int | None
     cpus: float | None
     network: str | None = None
+    payload_schema: str = ""
+    """JSON schema of the typed parameter (sdk/_payload.py); "" = any JSON."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +99,7 @@ class TaskDefinition:
             "memory_bytes": self.memory_bytes or 0,
             "cpus": self.cpus or 0,
             "network": self.network or "",
+            "payload_schema": self.payload_schema,
         }
 
 
@@ -107,6 +112,7 @@ class Task:
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", definition.id)
         self.__wrapped__ = fn
+        self.payload_type = payload_type(fn)
 
     @property
     def id(self) -> str:
@@ -196,6 +202,10 @@ class Task:
 
 
 def _encode_payload(payload: Any) -> str:
+    if hasattr(payload, "model_dump") and not isinstance(payload, type):  # a pydantic model
+        payload = payload.model_dump(mode="json")
+    elif dataclasses.is_dataclass(payload) and not isinstance(payload, type):
+        payload = dataclasses.asdict(payload)
     try:
         return json.dumps(payload)
     except (TypeError, ValueError) as exc:
@@ -265,6 +275,7 @@ def task(
     def decorate(fn: Callable[[Any], Any]) -> Task:
         if not callable(fn):
             raise ConfigError(f"@task(id={id!r}) must decorate a function")
+        typed = payload_type(fn)
         definition = TaskDefinition(
             id=id,
             module=fn.__module__,
@@ -277,6 +288,7 @@ def task(
             memory_bytes=memory_bytes,
             cpus=cpus,
             network=network,
+            payload_schema=json.dumps(schema_of(typed), sort_keys=True) if typed is not None else "",
         )
         existing = _REGISTRY.get(id)
         if existing is not None and (existing.definition.module, existing.definition.function) != (

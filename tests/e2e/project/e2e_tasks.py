@@ -1,5 +1,6 @@
 """Tasks the end-to-end tests drive through a real `torpor dev` stack."""
 
+import dataclasses
 import hashlib
 import os
 import random
@@ -286,3 +287,32 @@ async def async_pair(payload):
         return round(time.time() - start, 2)
 
     return await asyncio.gather(nap(payload.get("a", 1.0)), nap(payload.get("b", 1.5)))
+
+
+@dataclasses.dataclass
+class Item:
+    name: str
+    count: int = 1
+
+
+@dataclasses.dataclass
+class Basket:
+    owner: str
+    items: list[Item]
+
+
+@task(id="typed-order", retry=Retry(max_attempts=3, min_timeout=0.1, max_timeout=0.2))
+def typed_order(basket: Basket):
+    """Gets a Basket (a dataclass), built from the payload; a bad payload never reaches it."""
+    assert isinstance(basket, Basket) and all(isinstance(x, Item) for x in basket.items), repr(basket)
+    return {"type": type(basket).__name__, "owner": basket.owner, "units": sum(x.count for x in basket.items)}
+
+
+@task(id="typed-parent")
+def typed_parent(payload):
+    """Triggers typed-order from inside a run with the payload it is given; says what happened."""
+    try:
+        result = typed_order.trigger_and_wait(payload["order"])
+        return {"ok": result.ok, "output": result.output}
+    except Exception as exc:  # noqa: BLE001 - the test reads the error
+        return {"error": f"{type(exc).__name__}: {exc}"}

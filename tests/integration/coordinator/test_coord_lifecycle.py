@@ -355,3 +355,15 @@ def test_waits_are_not_execution_time(client, agents):
     wait_status(client, run_id, "RUNNING")
     run = wait_status(client, run_id, "TIMED_OUT", timeout=5)
     assert "max_duration" in run.error
+
+
+def test_a_failure_marked_final_is_not_retried(client, agents):
+    # The runtime marks a payload that does not fit the task's parameter type: every attempt would fail alike.
+    deploy(client, task("typed", retry=dict(max_attempts=3, min_timeout=0.1, randomize=False)))
+    agent = agents()
+    run_id = running(client, agent, "typed")
+    agent.send(run_exited=agent_pb2.RunExited(run=agent.ref(run_id), has_result=True, final=True,
+                                              error="the payload does not fit Order: payload: Order has no field 'x'"))
+    run = wait_status(client, run_id, "FAILED")
+    assert run.attempt == 1 and "does not fit Order" in run.error
+    assert agent.count("start", run_id) == 1

@@ -95,7 +95,7 @@ class RunStarted(_message.Message):
     def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., restored: _Optional[bool] = ..., checkpoint_id: _Optional[str] = ..., restore_ms: _Optional[int] = ...) -> None: ...
 
 class RunExited(_message.Message):
-    __slots__ = ("run", "exit_code", "has_result", "output_json", "error", "traceback", "reason")
+    __slots__ = ("run", "exit_code", "has_result", "output_json", "error", "traceback", "reason", "final")
     RUN_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     HAS_RESULT_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,7 @@ class RunExited(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TRACEBACK_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
     run: RunRef
     exit_code: int
     has_result: bool
@@ -110,7 +111,8 @@ class RunExited(_message.Message):
     error: str
     traceback: str
     reason: str
-    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., exit_code: _Optional[int] = ..., has_result: _Optional[bool] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    final: bool
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., exit_code: _Optional[int] = ..., has_result: _Optional[bool] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ..., reason: _Optional[str] = ..., final: _Optional[bool] = ...) -> None: ...
 
 class CheckpointRecorded(_message.Message):
     __slots__ = ("run", "checkpoint", "request_id")

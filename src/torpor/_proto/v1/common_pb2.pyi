@@ -67,7 +67,7 @@ class RetryPolicy(_message.Message):
     def __init__(self, max_attempts: _Optional[int] = ..., factor: _Optional[float] = ..., min_timeout: _Optional[float] = ..., max_timeout: _Optional[float] = ..., randomize: _Optional[bool] = ...) -> None: ...
 
 class TaskSettings(_message.Message):
-    __slots__ = ("id", "module", "function", "retry", "max_duration", "queue", "concurrency_limit", "checkpoint_every", "memory_bytes", "cpus", "pids_limit", "network")
+    __slots__ = ("id", "module", "function", "retry", "max_duration", "queue", "concurrency_limit", "checkpoint_every", "memory_bytes", "cpus", "pids_limit", "network", "payload_schema_json")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODULE_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,7 @@ class TaskSettings(_message.Message):
     CPUS_FIELD_NUMBER: _ClassVar[int]
     PIDS_LIMIT_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_SCHEMA_JSON_FIELD_NUMBER: _ClassVar[int]
     id: str
     module: str
     function: str
@@ -92,7 +93,8 @@ class TaskSettings(_message.Message):
     cpus: float
     pids_limit: int
     network: str
-    def __init__(self, id: _Optional[str] = ..., module: _Optional[str] = ..., function: _Optional[str] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_duration: _Optional[float] = ..., queue: _Optional[str] = ..., concurrency_limit: _Optional[int] = ..., checkpoint_every: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., cpus: _Optional[float] = ..., pids_limit: _Optional[int] = ..., network: _Optional[str] = ...) -> None: ...
+    payload_schema_json: str
+    def __init__(self, id: _Optional[str] = ..., module: _Optional[str] = ..., function: _Optional[str] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_duration: _Optional[float] = ..., queue: _Optional[str] = ..., concurrency_limit: _Optional[int] = ..., checkpoint_every: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., cpus: _Optional[float] = ..., pids_limit: _Optional[int] = ..., network: _Optional[str] = ..., payload_schema_json: _Optional[str] = ...) -> None: ...
 
 class Checkpoint(_message.Message):
     __slots__ = ("id", "kind", "size_bytes", "raw_bytes", "duration_ms", "agent", "location", "generation", "created_at", "key_id", "network")

@@ -118,16 +118,18 @@ class RuntimeCreateToken(_message.Message):
     def __init__(self, timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class RuntimeResult(_message.Message):
-    __slots__ = ("ok", "output_json", "error", "traceback")
+    __slots__ = ("ok", "output_json", "error", "traceback", "final")
     OK_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_JSON_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     output_json: str
     error: str
     traceback: str
-    def __init__(self, ok: _Optional[bool] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
+    final: bool
+    def __init__(self, ok: _Optional[bool] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ..., final: _Optional[bool] = ...) -> None: ...
 
 class RuntimeResponse(_message.Message):
     __slots__ = ("error", "limit", "context", "wait_accepted", "wait_outcome", "triggered", "ok", "token")
