@@ -27,6 +27,7 @@ from torpor._proto.v1 import agent_pb2 as ap
 from torpor._proto.v1 import agent_pb2_grpc as ag
 from torpor._proto.v1 import common_pb2 as cm
 from torpor._seal import keyring_of
+from torpor._secretbox import open_run_env
 from torpor.agent import _bundle, _hygiene
 from torpor.agent._bounds import AgentBounds
 from torpor.agent._checkpoints import CheckpointCommands
@@ -409,8 +410,10 @@ class Agent(CheckpointCommands):
         slot = self._new_slot(spec)
         try:
             app = self._app_dir(spec)
+            env = open_run_env(self.mgr.keys, spec)  # the project's variables; its secrets opened here
             slot.container = self.mgr.start(run_id=spec.run.run_id, args=[self.mgr.config.python, *ENTRYPOINT],
-                                            app_dir=app, limits=self._limits(spec), before_launch=self._serve(slot),
+                                            app_dir=app, env=env, limits=self._limits(spec),
+                                            before_launch=self._serve(slot),
                                             network=spec.settings.network or None,
                                             log_budget=LogBudget.of(spec, self.config.bounds))
         except BaseException:

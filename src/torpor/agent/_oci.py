@@ -196,6 +196,9 @@ def write_bundle(bundle: Path, spec: ContainerSpec, *, criu_config: Path | None 
     make_rootfs(bundle / "rootfs", spec.ro_binds)
     spec.socket_dir.mkdir(parents=True, exist_ok=True)
     tmp = bundle / "config.json.tmp"
-    tmp.write_text(json.dumps(make_config(spec, criu_config=criu_config), indent=1))
+    # Root's alone from creation: it holds the run's environment, secrets included.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(make_config(spec, criu_config=criu_config), indent=1))
     os.replace(tmp, bundle / "config.json")
     return bundle

@@ -15,6 +15,7 @@ from torpor.cli import _dev  # noqa: E402,F401  (dev)
 from torpor.cli import _deploy  # noqa: E402,F401  (deploy)
 from torpor.cli import _service  # noqa: E402,F401  (install-service)
 from torpor.cli import _snapshots  # noqa: E402,F401  (snapshots)
+from torpor.cli import _env  # noqa: E402,F401  (env)
 
 
 def main() -> None:

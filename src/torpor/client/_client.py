@@ -198,3 +198,16 @@ class Client:
     @_mapped
     def list_agents(self) -> list[coordinator_pb2.AgentInfo]:
         return list(self._call("ListAgents", coordinator_pb2.ListAgentsRequest()).agents)
+
+    @_mapped
+    def set_env(self, project: str, values: dict[str, str], *, secret: bool = False) -> coordinator_pb2.ListEnvResponse:
+        """Set a project's environment variables (all or none); secrets are sealed and never returned."""
+        return self._call("SetEnv", coordinator_pb2.SetEnvRequest(project=project, values=values, secret=secret))
+
+    @_mapped
+    def list_env(self, project: str) -> coordinator_pb2.ListEnvResponse:
+        return self._call("ListEnv", coordinator_pb2.ListEnvRequest(project=project))
+
+    @_mapped
+    def unset_env(self, project: str, names: list[str]) -> coordinator_pb2.ListEnvResponse:
+        return self._call("UnsetEnv", coordinator_pb2.UnsetEnvRequest(project=project, names=names))

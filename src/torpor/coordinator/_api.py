@@ -15,7 +15,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from torpor._errors import ConfigError, ErrorCode, NotFoundError, TorporError
 from torpor._proto.v1 import agent_pb2, common_pb2, coordinator_pb2, coordinator_pb2_grpc
+from torpor._seal import Keyring
 from torpor.coordinator import _convert as convert
+from torpor.coordinator import _env as project_env
 from torpor.coordinator import _lifecycle as life
 from torpor.coordinator import _outbox, _waits
 from torpor.coordinator._auth import KeyChecker, StreamGuard
@@ -215,8 +217,9 @@ def _store_bundle(store: Any | None, req: coordinator_pb2.DeployRequest) -> coor
 
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
     def __init__(self, db: Database, config: CoordinatorConfig, hub: Hub, store: Any | None = None,
-                 checker: KeyChecker | None = None) -> None:
+                 checker: KeyChecker | None = None, keys: Callable[[], Keyring | None] = lambda: None) -> None:
         self._checker = checker
+        self._keys = keys
         self._db = db
         self._config = config
         self._hub = hub
@@ -355,6 +358,28 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
     @_rpc
     def ListAgents(self, req: coordinator_pb2.ListAgentsRequest, context: grpc.ServicerContext) -> coordinator_pb2.ListAgentsResponse:
         return self._db.run(_list_agents)
+
+    @_rpc
+    def SetEnv(self, req: coordinator_pb2.SetEnvRequest, context: grpc.ServicerContext) -> coordinator_pb2.ListEnvResponse:
+        def work(cur: Cursor) -> coordinator_pb2.ListEnvResponse:
+            project_env.set_vars(cur, self._keys(), req.project, dict(req.values), secret=req.secret)
+            return project_env.listing(cur, req.project)
+        out = self._db.run(work)
+        log.info("project %s: set %s%s", req.project, ", ".join(sorted(req.values)), " (secret)" if req.secret else "")
+        return out
+
+    @_rpc
+    def ListEnv(self, req: coordinator_pb2.ListEnvRequest, context: grpc.ServicerContext) -> coordinator_pb2.ListEnvResponse:
+        return self._db.run(project_env.listing, req.project)
+
+    @_rpc
+    def UnsetEnv(self, req: coordinator_pb2.UnsetEnvRequest, context: grpc.ServicerContext) -> coordinator_pb2.ListEnvResponse:
+        def work(cur: Cursor) -> coordinator_pb2.ListEnvResponse:
+            project_env.unset(cur, req.project, list(req.names))
+            return project_env.listing(cur, req.project)
+        out = self._db.run(work)
+        log.info("project %s: unset %s", req.project, ", ".join(req.names))
+        return out
 
 
 def _end_if_revoked(guard: StreamGuard) -> None:

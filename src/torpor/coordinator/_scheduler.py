@@ -18,6 +18,9 @@ from collections import defaultdict
 from typing import Any, Callable
 
 from torpor._proto.v1 import agent_pb2
+from torpor._errors import TorporError
+from torpor._seal import Keyring
+from torpor.coordinator import _env as project_env
 from torpor.coordinator import _placement as placement
 from torpor.coordinator._db import Cursor, Database
 from torpor.coordinator._lifecycle import latest_checkpoint
@@ -73,7 +76,8 @@ class Claim:
         self.message = message
 
 
-def claim_round(cur: Cursor, coordinator_id: str, *, max_claims: int = 256, log_budget: int = 0) -> list[Claim]:
+def claim_round(cur: Cursor, coordinator_id: str, *, max_claims: int = 256, log_budget: int = 0,
+                keyring: Keyring | None = None) -> list[Claim]:
     cur.execute(_MY_AGENTS, (coordinator_id,))
     mine = cur.fetchall()
     free = {r["name"]: int(r["free"]) for r in mine if r["free"] > 0}
@@ -126,14 +130,18 @@ def claim_round(cur: Cursor, coordinator_id: str, *, max_claims: int = 256, log_
         run = locked.get(run_id)
         if run is None:
             continue
-        settings, bundle = _task_spec(cur, run, specs)
+        settings, bundle, project = _task_spec(cur, run, specs)
         ckpt = latest_checkpoint(cur, run) if run["status"] != QUEUED else None
         need = placement.need_of(run, settings, ckpt)
         agent = placement.choose(free, offers, need)
         if agent is None:
             placement.mark_unplaced(cur, run, placement.unplaced_reason(need, free, offers))
             continue
-        claim = _assign(cur, run, agent, settings, bundle, ckpt, log_budget)
+        try:
+            claim = _assign(cur, run, agent, settings, bundle, ckpt, log_budget, project=project, keyring=keyring)
+        except TorporError as exc:  # its secrets cannot be given (a key the coordinator lacks): it waits, saying why
+            placement.mark_unplaced(cur, run, str(exc))
+            continue
         if claim is not None:
             free[agent] -= 1
             offers[agent].take(need)
@@ -141,21 +149,22 @@ def claim_round(cur: Cursor, coordinator_id: str, *, max_claims: int = 256, log_
     return claims
 
 
-def _task_spec(cur: Cursor, run: dict[str, Any], cache: dict[tuple[str, str], Any]) -> tuple[Any, str]:
+def _task_spec(cur: Cursor, run: dict[str, Any], cache: dict[tuple[str, str], Any]) -> tuple[Any, str, str]:
     key = (run["task"], run["version"])
     if key not in cache:
         cur.execute(
-            "SELECT t.settings, d.bundle_location FROM tasks t JOIN deployments d USING (version)"
+            "SELECT t.settings, d.bundle_location, d.project FROM tasks t JOIN deployments d USING (version)"
             " WHERE t.task_id = %s AND t.version = %s",
             key,
         )
         row = cur.fetchone()
-        cache[key] = (parse_settings(row["settings"]) if row else None, row["bundle_location"] if row else "")
+        cache[key] = (parse_settings(row["settings"]) if row else None, row["bundle_location"] if row else "",
+                      row["project"] if row else "")
     return cache[key]
 
 
 def _assign(cur: Cursor, run: dict[str, Any], agent: str, settings: Any, bundle: str, ckpt: dict[str, Any] | None,
-            log_budget: int = 0) -> Claim | None:
+            log_budget: int = 0, *, project: str = "", keyring: Keyring | None = None) -> Claim | None:
     generation = run["generation"] + 1
     first_start = run["started_at"]
     spec = agent_pb2.RunSpec(
@@ -168,6 +177,8 @@ def _assign(cur: Cursor, run: dict[str, Any], agent: str, settings: Any, bundle:
     kept = cur.fetchone()
     spec.log_bytes_used = kept["log_bytes"] if kept else 0
     if run["status"] == QUEUED:
+        if project:  # a start reads the project's variables as they are now; a restore has them in its memory
+            project_env.give_to(cur, keyring, spec, project)
         cur.execute(
             "UPDATE runs SET status = 'STARTING', agent = %s, generation = %s, updated_at = now(), unplaced = NULL,"
             " started_at = COALESCE(started_at, now()) WHERE id = %s AND status = 'QUEUED'",
@@ -212,8 +223,9 @@ class Scheduler:
     """A thread that runs claim rounds when woken (trigger, slot freed, wait over) or every poll period."""
 
     def __init__(self, db: Database, coordinator_id: str, send: Callable[[str, agent_pb2.CoordinatorMessage], bool], *,
-                 poll: float, log_budget: int = 0) -> None:
+                 poll: float, log_budget: int = 0, keys: Callable[[], Keyring | None] = lambda: None) -> None:
         self._db = db
+        self._keys = keys
         self._log_budget = log_budget
         self._id = coordinator_id
         self._send = send
@@ -241,7 +253,8 @@ class Scheduler:
                 return
             try:
                 while not self._stopped.is_set():
-                    claims = self._db.run(claim_round, self._id, log_budget=self._log_budget)
+                    claims = self._db.run(claim_round, self._id, log_budget=self._log_budget,
+                                          keyring=self._keys())
                     by_agent: dict[str, int] = defaultdict(int)
                     for claim in claims:
                         by_agent[claim.agent] += 1

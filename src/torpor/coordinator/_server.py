@@ -13,6 +13,7 @@ import grpc
 
 from torpor._errors import ConfigError
 from torpor._proto.v1 import agent_pb2_grpc, coordinator_pb2_grpc
+from torpor._seal import Keyring
 from torpor.coordinator._agents import AgentChannelServicer, Sessions
 from torpor.coordinator._api import CoordinatorServicer
 from torpor.coordinator._auth import AuthInterceptor, KeyChecker
@@ -42,8 +43,9 @@ class Coordinator:
         self.port = 0
         self.db = Database(config.db_url, pool_size=config.db_pool_size)
         self.sessions = Sessions()
+        self.snapshot_keys: Keyring | None = None  # loaded at start
         self.scheduler = Scheduler(self.db, self.id, self.sessions.send, poll=config.schedule_poll_seconds,
-                                   log_budget=config.log_budget_bytes)
+                                   log_budget=config.log_budget_bytes, keys=lambda: self.snapshot_keys)
         self.deliverer = Deliverer(self.db, self.sessions.is_local, self.sessions.send, self.sessions.sent_cmds)
         self.hub = Hub(config.db_url, on_wake=self.scheduler.wake, on_command=self.deliverer.kick)
         self.timers = Timers(self.db, tick=config.tick_seconds, max_failures=config.max_host_failures, store=store,
@@ -79,7 +81,8 @@ class Coordinator:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.config.grpc_workers, thread_name_prefix="torpor-rpc"),
                              interceptors=interceptors, options=options)
         coordinator_pb2_grpc.add_CoordinatorServicer_to_server(
-            CoordinatorServicer(self.db, self.config, self.hub, store=self.store, checker=checker), server)
+            CoordinatorServicer(self.db, self.config, self.hub, store=self.store, checker=checker,
+                                keys=lambda: self.snapshot_keys), server)
         agent_pb2_grpc.add_AgentChannelServicer_to_server(
             AgentChannelServicer(self.db, self.config, self.id, self.sessions, self.deliverer.kick, self.scheduler.wake,
                                  checker=checker, snapshot_keys=self.snapshot_keys),

@@ -316,3 +316,11 @@ def typed_parent(payload):
         return {"ok": result.ok, "output": result.output}
     except Exception as exc:  # noqa: BLE001 - the test reads the error
         return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+@task(id="env-probe")
+def env_probe(payload):
+    """What of the project's environment the run got: plain values as they are, a secret only as its sha256."""
+    secret = os.environ.get(payload.get("secret", ""))
+    return {"plain": os.environ.get(payload.get("plain", "")),
+            "secret_sha256": hashlib.sha256(secret.encode()).hexdigest() if secret is not None else None}

@@ -10,6 +10,57 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class EnvVar(_message.Message):
+    __slots__ = ("name", "value", "secret", "updated_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: str
+    secret: bool
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ..., secret: _Optional[bool] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SetEnvRequest(_message.Message):
+    __slots__ = ("project", "values", "secret")
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    values: _containers.ScalarMap[str, str]
+    secret: bool
+    def __init__(self, project: _Optional[str] = ..., values: _Optional[_Mapping[str, str]] = ..., secret: _Optional[bool] = ...) -> None: ...
+
+class ListEnvRequest(_message.Message):
+    __slots__ = ("project",)
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    def __init__(self, project: _Optional[str] = ...) -> None: ...
+
+class UnsetEnvRequest(_message.Message):
+    __slots__ = ("project", "names")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, project: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListEnvResponse(_message.Message):
+    __slots__ = ("project", "vars")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    VARS_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    vars: _containers.RepeatedCompositeFieldContainer[EnvVar]
+    def __init__(self, project: _Optional[str] = ..., vars: _Optional[_Iterable[_Union[EnvVar, _Mapping]]] = ...) -> None: ...
+
 class DeployRequest(_message.Message):
     __slots__ = ("project", "version", "bundle_location", "tasks", "bundle")
     PROJECT_FIELD_NUMBER: _ClassVar[int]

@@ -102,6 +102,21 @@ class CoordinatorStub:
                 request_serializer=torpor_dot_v1_dot_coordinator__pb2.ListAgentsRequest.SerializeToString,
                 response_deserializer=torpor_dot_v1_dot_coordinator__pb2.ListAgentsResponse.FromString,
                 _registered_method=True)
+        self.SetEnv = channel.unary_unary(
+                '/torpor.v1.Coordinator/SetEnv',
+                request_serializer=torpor_dot_v1_dot_coordinator__pb2.SetEnvRequest.SerializeToString,
+                response_deserializer=torpor_dot_v1_dot_coordinator__pb2.ListEnvResponse.FromString,
+                _registered_method=True)
+        self.ListEnv = channel.unary_unary(
+                '/torpor.v1.Coordinator/ListEnv',
+                request_serializer=torpor_dot_v1_dot_coordinator__pb2.ListEnvRequest.SerializeToString,
+                response_deserializer=torpor_dot_v1_dot_coordinator__pb2.ListEnvResponse.FromString,
+                _registered_method=True)
+        self.UnsetEnv = channel.unary_unary(
+                '/torpor.v1.Coordinator/UnsetEnv',
+                request_serializer=torpor_dot_v1_dot_coordinator__pb2.UnsetEnvRequest.SerializeToString,
+                response_deserializer=torpor_dot_v1_dot_coordinator__pb2.ListEnvResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -190,6 +205,27 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetEnv(self, request, context):
+        """A project's environment variables, given to its runs at each start. A
+        secret's value is never returned (EnvVar.value is empty).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEnv(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnsetEnv(self, request, context):
+        """NOT_FOUND, and nothing removed, if a name is not set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -257,6 +293,21 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.ListAgents,
                     request_deserializer=torpor_dot_v1_dot_coordinator__pb2.ListAgentsRequest.FromString,
                     response_serializer=torpor_dot_v1_dot_coordinator__pb2.ListAgentsResponse.SerializeToString,
+            ),
+            'SetEnv': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetEnv,
+                    request_deserializer=torpor_dot_v1_dot_coordinator__pb2.SetEnvRequest.FromString,
+                    response_serializer=torpor_dot_v1_dot_coordinator__pb2.ListEnvResponse.SerializeToString,
+            ),
+            'ListEnv': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEnv,
+                    request_deserializer=torpor_dot_v1_dot_coordinator__pb2.ListEnvRequest.FromString,
+                    response_serializer=torpor_dot_v1_dot_coordinator__pb2.ListEnvResponse.SerializeToString,
+            ),
+            'UnsetEnv': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnsetEnv,
+                    request_deserializer=torpor_dot_v1_dot_coordinator__pb2.UnsetEnvRequest.FromString,
+                    response_serializer=torpor_dot_v1_dot_coordinator__pb2.ListEnvResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -612,6 +663,87 @@ class Coordinator:
             '/torpor.v1.Coordinator/ListAgents',
             torpor_dot_v1_dot_coordinator__pb2.ListAgentsRequest.SerializeToString,
             torpor_dot_v1_dot_coordinator__pb2.ListAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetEnv(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/torpor.v1.Coordinator/SetEnv',
+            torpor_dot_v1_dot_coordinator__pb2.SetEnvRequest.SerializeToString,
+            torpor_dot_v1_dot_coordinator__pb2.ListEnvResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEnv(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/torpor.v1.Coordinator/ListEnv',
+            torpor_dot_v1_dot_coordinator__pb2.ListEnvRequest.SerializeToString,
+            torpor_dot_v1_dot_coordinator__pb2.ListEnvResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnsetEnv(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/torpor.v1.Coordinator/UnsetEnv',
+            torpor_dot_v1_dot_coordinator__pb2.UnsetEnvRequest.SerializeToString,
+            torpor_dot_v1_dot_coordinator__pb2.ListEnvResponse.FromString,
             options,
             channel_credentials,
             insecure,
