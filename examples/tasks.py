@@ -105,3 +105,16 @@ async def async_fetch(payload: dict) -> dict:
 
     _, resumed_at = await asyncio.gather(heartbeat(), slow_call())
     return {"ticks_before": sum(t < resumed_at for t in ticks), "ticks_after": sum(t >= resumed_at for t in ticks)}
+
+
+@task(id="numpy-stats")
+def numpy_stats(payload: dict) -> dict:
+    """Uses a third-party package (numpy, from torpor.toml's dependencies) across a suspension."""
+    import numpy as np
+
+    mb = int((payload or {}).get("mb", 100))
+    data = np.random.default_rng(1).standard_normal((mb << 20) // 8)
+    before = hashlib.sha256(data.tobytes()).hexdigest()
+    wait.for_(seconds=float((payload or {}).get("seconds", 8)))  # the array, and numpy itself, sleep in the snapshot
+    return {"numpy": np.__version__, "mean": round(float(data.mean()), 4), "std": round(float(data.std()), 4),
+            "unchanged": hashlib.sha256(data.tobytes()).hexdigest() == before}

@@ -212,6 +212,16 @@ class Demo:
             say(f"   attempt {a['number']}: {a['status']}{' - ' + a['error'] if a['error'] else ''}")
         self.check(r["status"] == "COMPLETED" and len(r["attempts"]) == 3, "succeeded on attempt 3")
 
+    def numpy_task(self) -> None:
+        step("A third-party package: numpy (torpor.toml's dependencies) holds 100 MB across a snapshot")
+        run_id = self.trigger("numpy-stats", {"mb": 100, "seconds": 8})
+        r = self.wait_for(run_id, {"SUSPENDED"})
+        say(f"   {r['status']}: numpy's array and its native libraries are in the snapshot")
+        r = self.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"})
+        out = r["output"] or {}
+        say(f"   {r['status']}: {json.dumps(out)}")
+        self.check(r["status"] == "COMPLETED" and out.get("unchanged") is True, "the array came back unchanged")
+
     def async_task(self) -> None:
         step("An async def task: one coroutine waits 8 s (the run becomes a snapshot), another keeps ticking")
         run_id = self.trigger("async-fetch", {"seconds": 8})
@@ -231,6 +241,7 @@ class Demo:
             self.fan_out()
             self.flaky()
             self.async_task()
+            self.numpy_task()
         finally:
             step("Stopping the stack")
             self.stop()

@@ -29,7 +29,7 @@ import pathspec
 import zstandard
 
 from torpor._errors import ConfigError, IntegrityError, NotFoundError
-from torpor.agent._hygiene import remove_tree, touch_bundle
+from torpor.agent._hygiene import make_read_only, remove_tree, touch_bundle
 from torpor.sdk._project import MANIFEST, MB, exclude_patterns
 from torpor.store import Store
 
@@ -198,10 +198,18 @@ def _open_checked(path: Path, size: int) -> io.BufferedReader:
     return os.fdopen(fd, "rb")
 
 
-def pack(project_dir: Path, files: Sequence[BundleFile]) -> tuple[str, bytes]:
-    """Return ``(version, compressed bundle)`` holding exactly ``files`` (from ``select_files``)."""
+def pack(project_dir: Path, files: Sequence[BundleFile], extra: dict[str, bytes] | None = None) -> tuple[str, bytes]:
+    """Return ``(version, compressed bundle)`` holding exactly ``files`` (from ``select_files``).
+
+    ``extra``: generated files (path: content) packaged after them, e.g. the description of the deployment's
+    environment, so that changed dependencies make a new version even when the code is the same.
+    """
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path_, content in sorted((extra or {}).items()):
+            info = tarfile.TarInfo(path_)
+            info.size, info.mode, info.mtime, info.uname, info.gname = len(content), 0o644, 0, "", ""
+            tar.addfile(info, io.BytesIO(content))
         for f in files:
             info = tarfile.TarInfo(f.path)
             info.size = f.size
@@ -262,11 +270,7 @@ def fetch(store: Store, version: str, cache_dir: Path) -> Path:
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
             tar.extractall(tmp, filter="data")
-        for dirpath, dirnames, filenames in os.walk(tmp, topdown=False):
-            for name in filenames:
-                p = os.path.join(dirpath, name)
-                os.chmod(p, 0o555 if os.stat(p).st_mode & 0o111 else 0o444)
-            os.chmod(dirpath, 0o555)
+        make_read_only(tmp)
         try:
             os.rename(tmp, target)
         except OSError:

@@ -180,7 +180,8 @@ class ContainerManager:
         return f"{run_id}.{uuid.uuid4().hex[:8]}"
 
     def _spec(self, run_id: str, container_id: str, args: list[str], app_dir: Path | None,
-              env: dict[str, str] | None, limits: Limits, network: str | None) -> ContainerSpec:
+              env: dict[str, str] | None, limits: Limits, network: str | None,
+              deps_dir: Path | None = None) -> ContainerSpec:
         if app_dir is None:
             # Every container has the same mount set, so any checkpoint restores
             # into any bundle: no code means an empty, read-only /app.
@@ -197,6 +198,7 @@ class ContainerManager:
             args=args,
             socket_dir=socket_dir,
             app_dir=app_dir,
+            deps_dir=deps_dir,
             runtime_dir=self.runtime_dir,
             env={"TORPOR_RUN_ID": run_id, **(env or {})},
             ro_binds=self.config.extra_ro_binds,
@@ -286,7 +288,8 @@ class ContainerManager:
 
     def start(self, *, run_id: str, args: list[str], app_dir: Path | None = None, env: dict[str, str] | None = None,
               limits: Limits = Limits(), before_launch: Callable[[Path], None] | None = None,
-              network: str | None = None, log_budget: LogBudget | None = None) -> Container:
+              network: str | None = None, log_budget: LogBudget | None = None,
+              deps_dir: Path | None = None) -> Container:
         """Start a container; ``before_launch(socket_dir)`` runs once its socket directory exists.
 
         ``network``: egress, none or host (default: the agent's); the container gets a namespace of its own.
@@ -294,7 +297,7 @@ class ContainerManager:
         """
         container_id = self._new_id(run_id)
         with self.nets.given_back_on_failure(container_id):
-            spec = self._spec(run_id, container_id, args, app_dir, env, limits, network)
+            spec = self._spec(run_id, container_id, args, app_dir, env, limits, network, deps_dir)
             if before_launch is not None:
                 before_launch(spec.socket_dir)
             bundle = write_bundle(self.state / "containers" / container_id, spec, criu_config=self.criu_config)
@@ -440,7 +443,7 @@ class ContainerManager:
     def restore(self, manifest: Manifest | str, *, app_dir: Path | None = None, limits: Limits = Limits(),
                 progress: Progress | None = None, before_launch: Callable[[Path], None] | None = None,
                 network: str | None = None, log_budget: LogBudget | None = None,
-                sealed_under: str | None = None) -> Container:
+                sealed_under: str | None = None, deps_dir: Path | None = None) -> Container:
         """Download, verify and restore a checkpoint under a new container id and bundle.
 
         The container gets a fresh namespace of the mode the checkpoint was taken in (``network`` for a
@@ -466,7 +469,7 @@ class ContainerManager:
             os.chmod(image_dir, 0o755)
             with self.nets.given_back_on_failure(container_id):
                 spec = self._spec(run_id, container_id, ["/bin/false"], app_dir, None, limits,
-                                  manifest.network or network)
+                                  manifest.network or network, deps_dir)
                 if before_launch is not None:
                     before_launch(spec.socket_dir)
                 bundle = write_bundle(self.state / "containers" / container_id, spec, criu_config=self.criu_config)

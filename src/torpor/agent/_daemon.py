@@ -31,6 +31,7 @@ from torpor._secretbox import open_run_env
 from torpor.agent import _bundle, _hygiene
 from torpor.agent._bounds import AgentBounds
 from torpor.agent._checkpoints import CheckpointCommands
+from torpor.agent._environments import Environments, python_version
 from torpor.agent._containers import AgentConfig, ContainerManager
 from torpor.agent._fence import Fence, Freezer
 from torpor.agent._fence import now as fence_clock
@@ -79,6 +80,7 @@ class Agent(CheckpointCommands):
         self.store = store
         # Snapshot keys arrive with Registered (memory only, never on disk); until then no checkpoint is taken.
         self.mgr = ContainerManager(containers, runc=runc, store=store, keys=None, log_sink=self._on_log)
+        self.envs = Environments(store, self.mgr.state / "envs", python_version(containers.python))
         self.runs: dict[str, RunSlot] = {}
         self.lock = threading.RLock()
         self.outbox = Outbox(log_bytes=config.bounds.outbox_log_bytes)
@@ -141,6 +143,7 @@ class Agent(CheckpointCommands):
             memory_bytes=vm.total, memory_available_bytes=vm.available, criu_version=self.mgr.criu.version,
             runc_version="", load_1m=os.getloadavg()[0], allow_host_network=self.mgr.config.allow_host_network,
             network=self.mgr.config.network, memory_offered_bytes=self.config.memory_bytes or vm.total,
+            python_version=self.envs.python_version,
         )
 
     def holding(self) -> list[ap.RunRef]:
@@ -367,6 +370,11 @@ class Agent(CheckpointCommands):
     def _app_dir(self, spec: ap.RunSpec) -> Path:
         return _bundle.fetch(self.store, spec.version, self.mgr.state / "bundles")
 
+    def _deps_dir(self, spec: ap.RunSpec) -> Path | None:
+        if not spec.environment_id:
+            return None
+        return self.envs.get(spec.environment_id, spec.environment_sha256, spec.environment_python)
+
     def _new_slot(self, spec: ap.RunSpec) -> RunSlot:
         slot = RunSlot(spec=spec, send=self.send, suspend_threshold=self.config.suspend_threshold,
                        request_checkpoint=self._checkpoint_for_task, send_confirmed=self.outbox.send_confirmed,
@@ -413,6 +421,7 @@ class Agent(CheckpointCommands):
             env = open_run_env(self.mgr.keys, spec)  # the project's variables; its secrets opened here
             slot.container = self.mgr.start(run_id=spec.run.run_id, args=[self.mgr.config.python, *ENTRYPOINT],
                                             app_dir=app, env=env, limits=self._limits(spec),
+                                            deps_dir=self._deps_dir(spec),
                                             before_launch=self._serve(slot),
                                             network=spec.settings.network or None,
                                             log_budget=LogBudget.of(spec, self.config.bounds))
@@ -438,6 +447,7 @@ class Agent(CheckpointCommands):
             raise
         try:
             slot.container = self.mgr.restore(body.checkpoint_location, app_dir=app, limits=self._limits(spec),
+                                              deps_dir=self._deps_dir(spec),
                                               before_launch=self._serve(slot), network=spec.settings.network or None,
                                               log_budget=LogBudget.of(spec, self.config.bounds),
                                               sealed_under=body.checkpoint_key_id or None)
@@ -492,9 +502,11 @@ class Agent(CheckpointCommands):
             if current:
                 del self.runs[slot.run_id]
             in_use = {s.spec.version for s in self.runs.values()}
+            envs_in_use = {s.spec.environment_id for s in self.runs.values()}
         if current:  # a stale copy replaced by a newer generation here leaves the new one's logs alone
             _hygiene.drop_run_logs(self.mgr.state, slot.run_id)
         _hygiene.gc_bundles(self.mgr.state / "bundles", in_use, self.config.bundle_ttl)
+        _hygiene.gc_bundles(self.envs.cache_dir, envs_in_use, self.config.bundle_ttl)
 
     def _kill(self, slot: RunSlot, reason: str) -> None:
         with slot.lock:

@@ -69,6 +69,15 @@ def drop_run_logs(state: Path, run_id: str) -> None:
         pass
 
 
+def make_read_only(tree: Path) -> None:
+    """Files 0444 (0555 if executable) and directories 0555 under ``tree``: what every run may read, none write."""
+    for dirpath, _, filenames in os.walk(tree, topdown=False):
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            os.chmod(p, 0o555 if os.stat(p).st_mode & 0o111 else 0o444)
+        os.chmod(dirpath, 0o555)
+
+
 def touch_bundle(path: Path) -> None:
     """Mark a cached bundle as used now (its mtime is its last use)."""
     try:

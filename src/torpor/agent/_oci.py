@@ -17,6 +17,7 @@ from torpor.agent._seccomp import task_seccomp
 
 # Fixed paths inside every container.
 APP_DIR = "/app"
+DEPS_DIR = "/deps"  # a deployment's third-party packages (agent/_environments.py), the same path on every host
 WORK_DIR = "/workspace"
 SOCKET_DIR = "/run/torpor"
 
@@ -52,6 +53,8 @@ class ContainerSpec:
     """Host directory with the deployment's code, bound read-only at /app."""
     runtime_dir: Path | None = None
     """Host directory with torpor's in-container runtime, bound read-only at /opt/torpor/runtime."""
+    deps_dir: Path | None = None
+    """Host directory with the deployment's environment (third-party packages), bound read-only at /deps."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment variables for the process."""
     ro_binds: tuple[str, ...] = ()
@@ -89,7 +92,8 @@ def make_rootfs(rootfs: Path, extra_mountpoints: tuple[str, ...] = ()) -> None:
     namespace's root, which may not write to this directory.
     """
     rootfs.mkdir(parents=True, exist_ok=True)
-    for d in ("usr", "etc", "proc", "dev", "tmp", "app", "workspace", "run/torpor", RUNTIME_DIR, *extra_mountpoints):
+    for d in ("usr", "etc", "proc", "dev", "tmp", "app", "workspace", "run/torpor", RUNTIME_DIR, DEPS_DIR,
+              *extra_mountpoints):
         (rootfs / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
     for name, target in _MERGED_USR_LINKS.items():
         link = rootfs / name
@@ -112,7 +116,8 @@ def make_config(spec: ContainerSpec, *, criu_config: Path | None = None) -> dict
         **spec.env,
     }
     if spec.runtime_dir is not None:
-        env.setdefault("PYTHONPATH", f"{APP_DIR}:{RUNTIME_DIR}")
+        # torpor's runtime (and its protobuf) before the deployment's packages, which cannot replace them.
+        env.setdefault("PYTHONPATH", f"{APP_DIR}:{RUNTIME_DIR}" + (f":{DEPS_DIR}" if spec.deps_dir else ""))
     mounts = [
         _mount("/proc", "proc", "proc", ["nosuid", "noexec", "nodev"]),
         _mount("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
@@ -134,6 +139,8 @@ def make_config(spec: ContainerSpec, *, criu_config: Path | None = None) -> dict
         mounts.append(_bind(str(spec.app_dir), APP_DIR, ro=True))
     if spec.runtime_dir is not None:
         mounts.append(_bind(str(spec.runtime_dir), RUNTIME_DIR, ro=True))
+    if spec.deps_dir is not None:  # only for a deployment with dependencies: others keep the mount set they had
+        mounts.append(_bind(str(spec.deps_dir), DEPS_DIR, ro=True))
     for path in spec.ro_binds:
         mounts.append(_bind(path, path, ro=True))
 

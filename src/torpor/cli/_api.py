@@ -369,5 +369,6 @@ def agents_list(client: Any, as_json: bool) -> None:
         return
     for a in agents:
         click.echo(f"{a['name']:<20} {'alive' if a['alive'] else 'LOST ':<6} {a['slots_used']}/{a['slots']} slots  "
-                   f"{a['hostname']}  criu {a['criu_version'] or '?'}  network {a['network'] or '?'}"
+                   f"{a['hostname']}  criu {a['criu_version'] or '?'}  python {a['python_version'] or '?'}  "
+                   f"network {a['network'] or '?'}"
                    + (" (host allowed)" if a["allow_host_network"] else ""))

@@ -123,11 +123,11 @@ class Client:
 
     @_mapped
     def deploy(self, version: str, tasks: Iterable[common_pb2.TaskSettings], *, project: str = "",
-               bundle_location: str = "", bundle: bytes = b"") -> coordinator_pb2.DeployResponse:
+               bundle_location: str = "", bundle: bytes = b"", environment_id: str = "") -> coordinator_pb2.DeployResponse:
         """Register a version; with ``bundle`` the coordinator also stores the code."""
         return self._call("Deploy", coordinator_pb2.DeployRequest(project=project, version=version,
                                                                   bundle_location=bundle_location, tasks=list(tasks),
-                                                                  bundle=bundle))
+                                                                  bundle=bundle, environment_id=environment_id))
 
     @_mapped
     def trigger(self, task: str, payload: Any = None, **options: Any) -> coordinator_pb2.TriggerResponse:
@@ -198,6 +198,19 @@ class Client:
     @_mapped
     def list_agents(self) -> list[coordinator_pb2.AgentInfo]:
         return list(self._call("ListAgents", coordinator_pb2.ListAgentsRequest()).agents)
+
+    @_mapped
+    def put_environment(self, chunks: Iterable[coordinator_pb2.EnvironmentChunk]) -> coordinator_pb2.Environment:
+        """Upload an environment: a header message, then the archive (cli/_environment.py makes them)."""
+        return self._call("PutEnvironment", iter(chunks), timeout=3600)
+
+    @_mapped
+    def get_environment(self, env_id: str) -> coordinator_pb2.Environment:
+        return self._call("GetEnvironment", coordinator_pb2.GetEnvironmentRequest(id=env_id))
+
+    @_mapped
+    def get_deployment(self, version: str = "", project: str = "") -> coordinator_pb2.Deployment:
+        return self._call("GetDeployment", coordinator_pb2.GetDeploymentRequest(version=version, project=project))
 
     @_mapped
     def set_env(self, project: str, values: dict[str, str], *, secret: bool = False) -> coordinator_pb2.ListEnvResponse:

@@ -76,6 +76,7 @@ def checkpoint_dict(c: common_pb2.Checkpoint) -> dict[str, Any]:
 def agent_dict(a: coordinator_pb2.AgentInfo) -> dict[str, Any]:
     return {"name": a.name, "alive": a.alive, "slots": a.slots, "slots_used": a.slots_used, "labels": dict(a.labels),
             "hostname": a.facts.hostname, "cpus": a.facts.cpus, "memory_bytes": a.facts.memory_bytes,
-            "criu_version": a.facts.criu_version, "network": a.facts.network or None,
+            "criu_version": a.facts.criu_version, "python_version": a.facts.python_version or None,
+            "network": a.facts.network or None,
             "allow_host_network": a.facts.allow_host_network, "lease_expires_at": _time(a, "lease_expires_at"),
             "connected_at": _time(a, "connected_at")}

@@ -18,6 +18,7 @@ from torpor._proto.v1 import agent_pb2, common_pb2, coordinator_pb2, coordinator
 from torpor._seal import Keyring
 from torpor.coordinator import _convert as convert
 from torpor.coordinator import _env as project_env
+from torpor.coordinator import _environments as environments
 from torpor.coordinator import _lifecycle as life
 from torpor.coordinator import _outbox, _waits
 from torpor.coordinator._auth import KeyChecker, StreamGuard
@@ -84,10 +85,11 @@ def _get_full(cur: Cursor, run_id: str) -> common_pb2.Run:
 
 
 def _deploy(cur: Cursor, req: coordinator_pb2.DeployRequest) -> bool:
+    environments.check_deploy(cur, req.environment_id)
     cur.execute(
-        "INSERT INTO deployments (version, project, bundle_location) VALUES (%s, %s, %s)"
+        "INSERT INTO deployments (version, project, bundle_location, environment_id) VALUES (%s, %s, %s, %s)"
         " ON CONFLICT (version) DO NOTHING RETURNING version",
-        (req.version, req.project, req.bundle_location),
+        (req.version, req.project, req.bundle_location, req.environment_id or None),
     )
     if cur.fetchone() is None:
         return False
@@ -380,6 +382,22 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         out = self._db.run(work)
         log.info("project %s: unset %s", req.project, ", ".join(req.names))
         return out
+
+    @_rpc
+    def PutEnvironment(self, chunks: Iterator[coordinator_pb2.EnvironmentChunk],
+                       context: grpc.ServicerContext) -> coordinator_pb2.Environment:
+        env = environments.receive(self._store, chunks)
+        return self._db.run(environments.record, env)
+
+    @_rpc
+    def GetEnvironment(self, req: coordinator_pb2.GetEnvironmentRequest,
+                       context: grpc.ServicerContext) -> coordinator_pb2.Environment:
+        return self._db.run(environments.get, req.id)
+
+    @_rpc
+    def GetDeployment(self, req: coordinator_pb2.GetDeploymentRequest,
+                      context: grpc.ServicerContext) -> coordinator_pb2.Deployment:
+        return self._db.run(environments.deployment, req.version, req.project)
 
 
 def _end_if_revoked(guard: StreamGuard) -> None:

@@ -21,6 +21,7 @@ from torpor._proto.v1 import agent_pb2
 from torpor._errors import TorporError
 from torpor._seal import Keyring
 from torpor.coordinator import _env as project_env
+from torpor.coordinator import _environments as environments
 from torpor.coordinator import _placement as placement
 from torpor.coordinator._db import Cursor, Database
 from torpor.coordinator._lifecycle import latest_checkpoint
@@ -172,6 +173,7 @@ def _assign(cur: Cursor, run: dict[str, Any], agent: str, settings: Any, bundle:
         bundle_location=bundle, payload_json=run["payload_json"], attempt=run["attempt"], settings=settings,
         started_at_unix=first_start.timestamp() if first_start else time.time(), log_budget_bytes=log_budget,
     )
+    environments.give_to(cur, spec, {})  # start or restore: the same packages, at the same path
     # The attempt's budget holds across its starts and restores: the agent is told what it kept already.
     cur.execute("SELECT log_bytes FROM attempts WHERE run_id = %s AND number = %s", (run["id"], run["attempt"]))
     kept = cur.fetchone()

@@ -16,7 +16,9 @@ from torpor._errors import ConfigError
 MANIFEST = "torpor.toml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_KNOWN = ("project", "modules", "exclude", "max_bundle_mb")
+_KNOWN = ("project", "modules", "exclude", "max_bundle_mb", "dependencies", "python")
+REQUIREMENTS = "requirements.txt"
+_PYTHON = re.compile(r"^3\.\d{1,2}$")
 DEFAULT_MAX_BUNDLE_MB = 50
 # The same ceiling as torpor.agent._bundle.MAX_BUNDLE_BYTES (fetch and the coordinator refuse larger bundles);
 # not imported from there because this module also runs inside containers. A test checks they agree.
@@ -36,6 +38,10 @@ class Project:
     """Gitignore patterns, relative to root, left out of the bundle on top of .gitignore (``exclude = ["data/"]``)."""
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_MB * MB
     """Limit on the bundle's packaged (uncompressed) files; ``max_bundle_mb = 50`` in torpor.toml, 1 MB = 2**20 bytes."""
+    requirements: tuple[str, ...] = ()
+    """Third-party packages (PEP 508): torpor.toml's ``dependencies`` and the lines of requirements.txt."""
+    python: str | None = None
+    """``python = "3.11"``: the Python the environment is built for (default: the one the agents report)."""
 
 
 def load_project(root: Path) -> Project:
@@ -56,8 +62,32 @@ def load_project(root: Path) -> Project:
     unknown = sorted(set(data) - set(_KNOWN))
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(_KNOWN)})")
+    python = data.get("python")
+    if python is not None and (not isinstance(python, str) or not _PYTHON.match(python)):
+        raise ConfigError(f"{path}: 'python' must be a version like \"3.11\" (got {python!r})")
     return Project(root=root, name=name, modules=tuple(modules), exclude=exclude_patterns(path, data.get("exclude", [])),
-                   max_bundle_bytes=_max_bundle_bytes(path, data.get("max_bundle_mb", DEFAULT_MAX_BUNDLE_MB)))
+                   max_bundle_bytes=_max_bundle_bytes(path, data.get("max_bundle_mb", DEFAULT_MAX_BUNDLE_MB)),
+                   requirements=requirements_of(root, data.get("dependencies", [])), python=python)
+
+
+def requirements_of(root: Path, listed: Any) -> tuple[str, ...]:
+    """torpor.toml's ``dependencies`` and requirements.txt's lines, in that order, without repeats."""
+    where = root / MANIFEST
+    if not isinstance(listed, list) or not all(isinstance(d, str) and d.strip() for d in listed):
+        raise ConfigError(f"{where}: 'dependencies' must be a list of requirements, e.g. dependencies = "
+                          f"[\"numpy>=1.26\", \"httpx\"] (got {listed!r})")
+    out = [d.strip() for d in listed]
+    req = root / REQUIREMENTS
+    if req.is_file():
+        for n, line in enumerate(req.read_text().splitlines(), 1):
+            text = line.split(" #", 1)[0].strip()
+            if not text or text.startswith("#"):
+                continue
+            if text.startswith("-"):
+                raise ConfigError(f"{req}:{n}: {text!r}: only requirements (name, version, extras, markers) are "
+                                  "read here, not pip options; the index is the machine's own configuration")
+            out.append(text)
+    return tuple(dict.fromkeys(out))
 
 
 def exclude_patterns(path: Path, value: Any) -> tuple[str, ...]:
@@ -111,11 +141,20 @@ print(json.dumps({"tasks": [t.definition.to_dict() for t in registered_tasks().v
 """
 
 
-def discover_tasks(project: Project, *, python: str | None = None, timeout: float = 120) -> list[dict[str, Any]]:
-    """Import the project's modules in a separate process and list the tasks they declare."""
+def discover_tasks(project: Project, *, python: str | None = None, timeout: float = 120,
+                   packages: Path | None = None) -> list[dict[str, Any]]:
+    """Import the project's modules in a separate process and list the tasks they declare.
+
+    ``packages``: the project's environment, built here, importable during the discovery.
+    """
+    import os
+
+    env = dict(os.environ)
+    if packages is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH", ""), str(packages)) if p)
     proc = subprocess.run(
         [python or sys.executable, "-c", _DISCOVER, str(project.root), *project.modules],
-        check=False, capture_output=True, text=True, timeout=timeout, cwd=project.root,
+        check=False, capture_output=True, text=True, timeout=timeout, cwd=project.root, env=env,
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:

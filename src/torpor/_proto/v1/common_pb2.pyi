@@ -241,7 +241,7 @@ class RunWait(_message.Message):
     def __init__(self, wait_id: _Optional[str] = ..., kind: _Optional[str] = ..., due_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., token_id: _Optional[str] = ..., child_run_ids: _Optional[_Iterable[str]] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class HostFacts(_message.Message):
-    __slots__ = ("hostname", "kernel", "cpus", "memory_bytes", "memory_available_bytes", "criu_version", "runc_version", "load_1m", "allow_host_network", "network", "memory_offered_bytes")
+    __slots__ = ("hostname", "kernel", "cpus", "memory_bytes", "memory_available_bytes", "criu_version", "runc_version", "load_1m", "allow_host_network", "network", "memory_offered_bytes", "python_version")
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     KERNEL_FIELD_NUMBER: _ClassVar[int]
     CPUS_FIELD_NUMBER: _ClassVar[int]
@@ -253,6 +253,7 @@ class HostFacts(_message.Message):
     ALLOW_HOST_NETWORK_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     MEMORY_OFFERED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
     hostname: str
     kernel: str
     cpus: int
@@ -264,4 +265,5 @@ class HostFacts(_message.Message):
     allow_host_network: bool
     network: str
     memory_offered_bytes: int
-    def __init__(self, hostname: _Optional[str] = ..., kernel: _Optional[str] = ..., cpus: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., criu_version: _Optional[str] = ..., runc_version: _Optional[str] = ..., load_1m: _Optional[float] = ..., allow_host_network: _Optional[bool] = ..., network: _Optional[str] = ..., memory_offered_bytes: _Optional[int] = ...) -> None: ...
+    python_version: str
+    def __init__(self, hostname: _Optional[str] = ..., kernel: _Optional[str] = ..., cpus: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., criu_version: _Optional[str] = ..., runc_version: _Optional[str] = ..., load_1m: _Optional[float] = ..., allow_host_network: _Optional[bool] = ..., network: _Optional[str] = ..., memory_offered_bytes: _Optional[int] = ..., python_version: _Optional[str] = ...) -> None: ...

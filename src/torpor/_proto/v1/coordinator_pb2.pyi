@@ -10,6 +10,62 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Environment(_message.Message):
+    __slots__ = ("id", "sha256", "size_bytes", "python", "platform", "requirements", "created_at", "location")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PYTHON_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    REQUIREMENTS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    sha256: str
+    size_bytes: int
+    python: str
+    platform: str
+    requirements: _containers.RepeatedScalarFieldContainer[str]
+    created_at: _timestamp_pb2.Timestamp
+    location: str
+    def __init__(self, id: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., python: _Optional[str] = ..., platform: _Optional[str] = ..., requirements: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., location: _Optional[str] = ...) -> None: ...
+
+class EnvironmentChunk(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: Environment
+    data: bytes
+    def __init__(self, header: _Optional[_Union[Environment, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class GetEnvironmentRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetDeploymentRequest(_message.Message):
+    __slots__ = ("version", "project")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    project: str
+    def __init__(self, version: _Optional[str] = ..., project: _Optional[str] = ...) -> None: ...
+
+class Deployment(_message.Message):
+    __slots__ = ("version", "project", "created_at", "tasks", "environment")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    project: str
+    created_at: _timestamp_pb2.Timestamp
+    tasks: _containers.RepeatedScalarFieldContainer[str]
+    environment: Environment
+    def __init__(self, version: _Optional[str] = ..., project: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tasks: _Optional[_Iterable[str]] = ..., environment: _Optional[_Union[Environment, _Mapping]] = ...) -> None: ...
+
 class EnvVar(_message.Message):
     __slots__ = ("name", "value", "secret", "updated_at")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -62,18 +118,20 @@ class ListEnvResponse(_message.Message):
     def __init__(self, project: _Optional[str] = ..., vars: _Optional[_Iterable[_Union[EnvVar, _Mapping]]] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
-    __slots__ = ("project", "version", "bundle_location", "tasks", "bundle")
+    __slots__ = ("project", "version", "bundle_location", "tasks", "bundle", "environment_id")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_LOCATION_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_ID_FIELD_NUMBER: _ClassVar[int]
     project: str
     version: str
     bundle_location: str
     tasks: _containers.RepeatedCompositeFieldContainer[_common_pb2.TaskSettings]
     bundle: bytes
-    def __init__(self, project: _Optional[str] = ..., version: _Optional[str] = ..., bundle_location: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[_common_pb2.TaskSettings, _Mapping]]] = ..., bundle: _Optional[bytes] = ...) -> None: ...
+    environment_id: str
+    def __init__(self, project: _Optional[str] = ..., version: _Optional[str] = ..., bundle_location: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[_common_pb2.TaskSettings, _Mapping]]] = ..., bundle: _Optional[bytes] = ..., environment_id: _Optional[str] = ...) -> None: ...
 
 class DeployResponse(_message.Message):
     __slots__ = ("version", "created")

@@ -117,6 +117,21 @@ class CoordinatorStub:
                 request_serializer=torpor_dot_v1_dot_coordinator__pb2.UnsetEnvRequest.SerializeToString,
                 response_deserializer=torpor_dot_v1_dot_coordinator__pb2.ListEnvResponse.FromString,
                 _registered_method=True)
+        self.PutEnvironment = channel.stream_unary(
+                '/torpor.v1.Coordinator/PutEnvironment',
+                request_serializer=torpor_dot_v1_dot_coordinator__pb2.EnvironmentChunk.SerializeToString,
+                response_deserializer=torpor_dot_v1_dot_coordinator__pb2.Environment.FromString,
+                _registered_method=True)
+        self.GetEnvironment = channel.unary_unary(
+                '/torpor.v1.Coordinator/GetEnvironment',
+                request_serializer=torpor_dot_v1_dot_coordinator__pb2.GetEnvironmentRequest.SerializeToString,
+                response_deserializer=torpor_dot_v1_dot_coordinator__pb2.Environment.FromString,
+                _registered_method=True)
+        self.GetDeployment = channel.unary_unary(
+                '/torpor.v1.Coordinator/GetDeployment',
+                request_serializer=torpor_dot_v1_dot_coordinator__pb2.GetDeploymentRequest.SerializeToString,
+                response_deserializer=torpor_dot_v1_dot_coordinator__pb2.Deployment.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -226,6 +241,29 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutEnvironment(self, request_iterator, context):
+        """A deployment's environment (its third-party packages), uploaded once:
+        the first message carries the header, the others the archive's bytes.
+        The coordinator checks size and sha256 before it records the environment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEnvironment(self, request, context):
+        """NOT_FOUND if the environment was never uploaded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeployment(self, request, context):
+        """A version, or the newest of a project.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -308,6 +346,21 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.UnsetEnv,
                     request_deserializer=torpor_dot_v1_dot_coordinator__pb2.UnsetEnvRequest.FromString,
                     response_serializer=torpor_dot_v1_dot_coordinator__pb2.ListEnvResponse.SerializeToString,
+            ),
+            'PutEnvironment': grpc.stream_unary_rpc_method_handler(
+                    servicer.PutEnvironment,
+                    request_deserializer=torpor_dot_v1_dot_coordinator__pb2.EnvironmentChunk.FromString,
+                    response_serializer=torpor_dot_v1_dot_coordinator__pb2.Environment.SerializeToString,
+            ),
+            'GetEnvironment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEnvironment,
+                    request_deserializer=torpor_dot_v1_dot_coordinator__pb2.GetEnvironmentRequest.FromString,
+                    response_serializer=torpor_dot_v1_dot_coordinator__pb2.Environment.SerializeToString,
+            ),
+            'GetDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeployment,
+                    request_deserializer=torpor_dot_v1_dot_coordinator__pb2.GetDeploymentRequest.FromString,
+                    response_serializer=torpor_dot_v1_dot_coordinator__pb2.Deployment.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -744,6 +797,87 @@ class Coordinator:
             '/torpor.v1.Coordinator/UnsetEnv',
             torpor_dot_v1_dot_coordinator__pb2.UnsetEnvRequest.SerializeToString,
             torpor_dot_v1_dot_coordinator__pb2.ListEnvResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutEnvironment(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/torpor.v1.Coordinator/PutEnvironment',
+            torpor_dot_v1_dot_coordinator__pb2.EnvironmentChunk.SerializeToString,
+            torpor_dot_v1_dot_coordinator__pb2.Environment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEnvironment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/torpor.v1.Coordinator/GetEnvironment',
+            torpor_dot_v1_dot_coordinator__pb2.GetEnvironmentRequest.SerializeToString,
+            torpor_dot_v1_dot_coordinator__pb2.Environment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/torpor.v1.Coordinator/GetDeployment',
+            torpor_dot_v1_dot_coordinator__pb2.GetDeploymentRequest.SerializeToString,
+            torpor_dot_v1_dot_coordinator__pb2.Deployment.FromString,
             options,
             channel_credentials,
             insecure,

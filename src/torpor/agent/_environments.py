@@ -1,0 +1,137 @@
+"""A deployment's environment: its third-party packages, packed once, shared read-only by the runs of every host.
+
+``torpor deploy`` resolves a project's dependencies to exact versions and
+installs them for the agents' Python into one directory (cli/_environment.py);
+this module packs that directory (a tar, zstd-compressed, entries sorted and
+timestamps fixed, so the same packages give the same bytes), and on an agent
+fetches it once, checks its sha256 before anything is unpacked, and unpacks
+it under ``STATE_DIR/envs/<id>`` read-only. Containers of such a deployment
+get it bound at /deps (agent/_oci.py), the same path on every host, so a
+snapshot whose process maps a package's native library (numpy's .so files)
+restores anywhere: CRIU finds the same bytes at the same path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tarfile
+import tempfile
+import threading
+from pathlib import Path
+
+import zstandard
+
+from torpor._errors import ConfigError, IntegrityError, NotFoundError
+from torpor.agent._hygiene import make_read_only, remove_tree, touch_bundle
+from torpor.store import Store
+
+ENV_ID = re.compile(r"^env-[0-9a-f]{24}$")
+MAX_ENV_BYTES = 4 << 30  # packed; a bigger environment is refused at deploy
+_CHUNK = 4 << 20
+
+
+def python_version(python: str) -> str:
+    """``"3.11"``: the version of the interpreter tasks run on."""
+    import subprocess
+
+    out = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True,
+                         text=True, timeout=30)
+    if out.returncode != 0:
+        raise ConfigError(f"{python} does not run: {out.stderr.strip()[-300:]}")
+    return out.stdout.strip()
+
+
+def environment_key(env_id: str) -> str:
+    return f"environments/{env_id}.tar.zst"
+
+
+def pack(site: Path, out: Path) -> tuple[str, int]:
+    """Pack the directory ``site`` into ``out`` (tar + zstd, reproducible); return (sha256, size)."""
+    with open(out, "wb") as raw:
+        with zstandard.ZstdCompressor(level=6, threads=-1).stream_writer(raw, closefd=False) as z:
+            with tarfile.open(fileobj=z, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for dirpath, dirnames, filenames in os.walk(site):
+                    dirnames.sort()
+                    for name in [*sorted(dirnames), *sorted(filenames)]:
+                        path = Path(dirpath) / name
+                        if path.is_symlink() or not (path.is_dir() or path.is_file()):
+                            continue
+                        info = tar.gettarinfo(str(path), arcname=str(path.relative_to(site)))
+                        info.uid = info.gid = 0
+                        info.uname = info.gname = ""
+                        info.mtime = 0
+                        info.mode = 0o755 if path.is_dir() or info.mode & 0o111 else 0o644
+                        if path.is_file():
+                            with open(path, "rb") as f:
+                                tar.addfile(info, f)
+                        else:
+                            tar.addfile(info)
+    h = hashlib.sha256()
+    with open(out, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest(), out.stat().st_size
+
+
+class Environments:
+    """The environments unpacked on this agent, fetched once each (concurrent runs wait on one fetch)."""
+
+    def __init__(self, store: Store, cache_dir: Path, python_version: str) -> None:
+        self.store = store
+        self.cache_dir = cache_dir
+        self.python_version = python_version
+        self._lock = threading.Lock()
+        self._fetching: dict[str, threading.Lock] = {}
+
+    def get(self, env_id: str, sha256: str, python: str) -> Path:
+        if not ENV_ID.match(env_id):
+            raise ConfigError(f"{env_id!r} is not an environment id")
+        if python and python != self.python_version:
+            raise ConfigError(f"the deployment's environment {env_id} is built for Python {python}, and this "
+                              f"agent's Python is {self.python_version}: deploy with python = "
+                              f"\"{self.python_version}\" in torpor.toml, or run it on agents with Python {python}")
+        target = self.cache_dir / env_id
+        with self._lock:
+            one = self._fetching.setdefault(env_id, threading.Lock())
+        with one:
+            if target.is_dir():
+                touch_bundle(target)  # its mtime is its last use (agent/_hygiene.py removes unused ones)
+                return target
+            self._fetch(env_id, sha256, target)
+        return target
+
+    def _fetch(self, env_id: str, sha256: str, target: Path) -> None:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.cache_dir, 0o711)
+        blob = Path(tempfile.mkstemp(prefix=f".{env_id}.", suffix=".tar.zst", dir=self.cache_dir)[1])
+        tmp = Path(tempfile.mkdtemp(prefix=f".{env_id}.", dir=self.cache_dir))
+        try:
+            try:
+                reader = self.store.open_reader(environment_key(env_id))
+            except NotFoundError as exc:
+                raise NotFoundError(f"environment {env_id} is not in the store {self.store.url}: deploy again") from exc
+            h, size = hashlib.sha256(), 0
+            try:
+                with open(blob, "wb") as f:
+                    while chunk := reader.read(_CHUNK):
+                        size += len(chunk)
+                        if size > MAX_ENV_BYTES:
+                            raise IntegrityError(f"environment {env_id} is over {MAX_ENV_BYTES:,} bytes in the store")
+                        h.update(chunk)
+                        f.write(chunk)
+            finally:
+                reader.close()
+            if h.hexdigest() != sha256:  # nothing unverified is unpacked
+                raise IntegrityError(f"environment {env_id} in the store does not match its sha256; refusing it")
+            with open(blob, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as z:
+                with tarfile.open(fileobj=z, mode="r|") as tar:
+                    tar.extractall(tmp, filter="data")
+            make_read_only(tmp)
+            os.rename(tmp, target)
+        except BaseException:
+            remove_tree(tmp)
+            raise
+        finally:
+            blob.unlink(missing_ok=True)
