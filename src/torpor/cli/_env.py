@@ -67,18 +67,27 @@ def env_set(client: Any, assignments: tuple[str, ...], secret: bool, project: st
     """Set NAME=VALUE for the project's new runs and attempts (all given, or none).
 
     A new value applies from the next start or attempt; a run restored from a
-    snapshot keeps what it had in memory. Names: letters, digits and '_', not
-    starting with TORPOR_. A value of '-' reads it from standard input (so a
-    secret stays out of your shell history: torpor env set API_KEY=- --secret).
+    snapshot keeps what it had in memory: its environment is part of the
+    process, so inside its snapshot (which is encrypted). Names: letters,
+    digits and '_', not starting with a digit or TORPOR_, and not PYTHONPATH
+    or PYTHONHOME; a value up to 32 KiB, all of a project's up to 256 KiB.
+    A value of '-' reads it from standard input (so a secret stays out of
+    your shell history: torpor env set API_KEY=- --secret).
     """
     values: dict[str, str] = {}
     for item in assignments:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise click.BadParameter(f"{item!r}: give NAME=VALUE", param_hint="NAME=VALUE")
-        if value == "-":
-            value = click.get_text_stream("stdin").read().rstrip("\n")
+        if name in values:
+            raise click.BadParameter(f"{name} is given twice; give each name once", param_hint="NAME=VALUE")
         values[name] = value
+    from_stdin = [name for name, value in values.items() if value == "-"]
+    if len(from_stdin) > 1:
+        raise click.BadParameter(f"{' and '.join(from_stdin)} both read standard input; set one at a time",
+                                 param_hint="NAME=VALUE")
+    for name in from_stdin:
+        values[name] = click.get_text_stream("stdin").read().rstrip("\n")
     _print(client.set_env(_project(project), values, secret=secret), as_json)
 
 

@@ -27,6 +27,14 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_VALUE_BYTES = 32 << 10
 MAX_VARS = 200
+# What a project's variables may add up to, as NAME=VALUE strings: the kernel
+# refuses to start a process whose environment passes ARG_MAX (2 MiB with an
+# 8 MiB stack, arguments included), and every RunSpec carries them all.
+MAX_TOTAL_BYTES = 256 << 10
+# Set by torpor for every run (agent/_oci.py) and needed by its runtime: a
+# project's own value would keep the task's code or torpor's runtime from loading.
+RESERVED = {"PYTHONPATH": "it holds the run's code (/app), torpor's runtime and its dependencies (/deps)",
+            "PYTHONHOME": "it would point the run's Python away from its standard library"}
 AT_REST = "env-at-rest"
 
 
@@ -43,6 +51,9 @@ def check_name(name: str) -> str:
                           "digit (e.g. API_KEY)")
     if name.upper().startswith("TORPOR_"):
         raise ConfigError(f"{name}: names starting with TORPOR_ are torpor's own; choose another")
+    if name in RESERVED:
+        raise ConfigError(f"{name}: torpor sets it for every run ({RESERVED[name]}); put modules in the project "
+                          "or its dependencies instead")
     return name
 
 
@@ -55,6 +66,27 @@ def _check_value(name: str, value: str) -> None:
         raise ConfigError(f"{name}: a value cannot hold a NUL byte")
 
 
+def _entry_bytes(name: str, value: str) -> int:
+    return len(name.encode()) + 1 + len(value.encode()) + 1  # NAME=VALUE and its NUL, as exec counts it
+
+
+def _check_totals(cur: Cursor, project: str, values: dict[str, str]) -> None:
+    """How many variables, and how many bytes, the project would have once these are set."""
+    # A sealed value is its plaintext, a 12-byte nonce and a 16-byte tag.
+    cur.execute("SELECT name, COALESCE(octet_length(value), octet_length(sealed) - 28) AS size FROM project_env"
+                " WHERE project = %s AND NOT (name = ANY(%s))", (project, list(values)))
+    kept = cur.fetchall()
+    if len(kept) + len(values) > MAX_VARS:
+        raise ConfigError(f"project {project} would have {len(kept) + len(values)} variables; the limit is "
+                          f"{MAX_VARS}: unset some first (torpor env unset NAME)")
+    total = sum(len(r["name"].encode()) + 2 + int(r["size"]) for r in kept)
+    total += sum(_entry_bytes(n, v) for n, v in values.items())
+    if total > MAX_TOTAL_BYTES:
+        raise ConfigError(f"project {project}'s variables would take {total:,} bytes; the limit is "
+                          f"{MAX_TOTAL_BYTES:,} for all of them: unset some, or keep large values in the store "
+                          "or the project and their path here")
+
+
 def set_vars(cur: Cursor, keyring: Keyring | None, project: str, values: dict[str, str], *, secret: bool) -> None:
     """Set every value or none (all checked before anything is written)."""
     check_project(project)
@@ -65,11 +97,7 @@ def set_vars(cur: Cursor, keyring: Keyring | None, project: str, values: dict[st
         _check_value(name, value)
     if secret and keyring is None:
         raise ConfigError("this coordinator has no snapshot key yet, which secrets are sealed under")
-    cur.execute("SELECT count(*) AS n FROM project_env WHERE project = %s AND NOT (name = ANY(%s))",
-                (project, list(values)))
-    row = cur.fetchone()
-    if (row["n"] if row else 0) + len(values) > MAX_VARS:
-        raise ConfigError(f"project {project} would have more than {MAX_VARS} variables; unset some first")
+    _check_totals(cur, project, values)
     for name, value in values.items():
         if secret:
             assert keyring is not None
