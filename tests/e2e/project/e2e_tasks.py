@@ -322,5 +322,6 @@ def typed_parent(payload):
 def env_probe(payload):
     """What of the project's environment the run got: plain values as they are, a secret only as its sha256."""
     secret = os.environ.get(payload.get("secret", ""))
+    print("env-probe ran", flush=True)
     return {"plain": os.environ.get(payload.get("plain", "")),
             "secret_sha256": hashlib.sha256(secret.encode()).hexdigest() if secret is not None else None}
