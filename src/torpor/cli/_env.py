@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,7 @@ def env_set(client: Any, assignments: tuple[str, ...], secret: bool, project: st
         raise click.BadParameter(f"{' and '.join(from_stdin)} both read standard input; set one at a time",
                                  param_hint="NAME=VALUE")
     for name in from_stdin:
-        values[name] = click.get_text_stream("stdin").read().rstrip("\n")
+        values[name] = sys.stdin.read().rstrip("\n")
     _print(client.set_env(_project(project), values, secret=secret), as_json)
 
 

@@ -4,6 +4,7 @@ changes nothing."""
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 
@@ -133,3 +134,32 @@ def test_the_total_counts_what_the_project_already_has(client):
     with pytest.raises(RPCError, match="for all of them"):
         client.set_env("tests", {"ONE_MORE": half, "AND_ANOTHER": half})
     assert "ONE_MORE" not in _vars(client, "tests")
+
+
+def _cli(coordinator, *args: str, stdin: str | None = None):
+    from click.testing import CliRunner
+
+    from torpor.cli import cli
+
+    env = {"TORPOR_ADDRESS": f"127.0.0.1:{coordinator.port}", "TORPOR_API_KEY": API_KEY}
+    return CliRunner().invoke(cli, list(args), env=env, input=stdin)
+
+
+def test_the_cli_reads_a_secret_from_stdin_and_refuses_ambiguous_assignments(coordinator, client, postgres_url):
+    secret = f"tok-{uuid.uuid4().hex}"
+    ok = _cli(coordinator, "env", "set", "--project", "tests", "FROM_STDIN=-", "--secret", "--json",
+              stdin=secret + "\n")
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output)["vars"] == [{"name": "FROM_STDIN", "secret": True, "value": None,
+                                              "updated_at": json.loads(ok.output)["vars"][0]["updated_at"]}]
+    with psycopg.connect(postgres_url) as conn:
+        key_id, sealed = conn.execute("SELECT key_id, sealed FROM project_env WHERE name = 'FROM_STDIN'").fetchone()
+    assert key_id and len(bytes(sealed)) == len(secret) + 28  # the line, without its newline, sealed (nonce and tag)
+
+    twice = _cli(coordinator, "env", "set", "--project", "tests", "A=1", "A=2")
+    assert twice.exit_code == 2 and "A is given twice" in twice.output, twice.output
+    both = _cli(coordinator, "env", "set", "--project", "tests", "A=-", "B=-", stdin="x\n")
+    assert both.exit_code == 2 and "A and B both read standard input" in both.output, both.output
+    bad = _cli(coordinator, "env", "set", "--project", "tests", "GOOD=1", "BAD-NAME=2")
+    assert bad.exit_code == 1 and "'BAD-NAME' is not a variable name" in bad.output, bad.output
+    assert _vars(client, "tests") == {"FROM_STDIN": None}
