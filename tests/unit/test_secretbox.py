@@ -41,7 +41,13 @@ def test_a_run_spec_carries_its_secrets_sealed_to_its_run_and_generation():
 
 @pytest.mark.parametrize("name,fragment", [("2FA", "not a variable name"), ("A-B", "not a variable name"),
                                            ("", "not a variable name"), ("TORPOR_X", "torpor's own"),
-                                           ("torpor_x", "torpor's own")])
+                                           ("torpor_x", "torpor's own"), ("PYTHONPATH", "torpor sets it"),
+                                           ("PYTHONHOME", "torpor sets it"), ("A" * 129, "not a variable name")])
 def test_bad_names_say_what_to_use(name, fragment):
     with pytest.raises(ConfigError, match=fragment):
         check_name(name)
+
+
+def test_good_names_pass():
+    for name in ("API_KEY", "_private", "a1", "PYTHONPATHS", "MY_TORPOR_X", "A" * 128):
+        assert check_name(name) == name
