@@ -4,7 +4,8 @@ uv (the `uv` package on PyPI: one static binary) resolves and installs: it is
 the fastest resolver/installer there is for Python, well kept, and installs
 for a Python version and platform other than its own (``--python-version``,
 ``--python-platform``), which is what building for the agents needs. It uses
-the machine's own index configuration. The built packages are kept in
+the machine's own index configuration: uv's if it has one, else pip's
+(cli/_pip_index.py), read at run time. The built packages are kept in
 ``~/.cache/torpor/envs/<id>`` so a second deploy builds nothing; the coordinator
 is asked whether it holds the environment, so it uploads nothing either.
 """
@@ -50,7 +51,11 @@ def _uv() -> str:
 
 
 def _run(args: list[str], what: str) -> str:
-    proc = subprocess.run([_uv(), *args], capture_output=True, text=True, timeout=1800)
+    from torpor.cli._pip_index import uv_environment
+
+    # The machine's index as pip is configured (uv does not read pip's files), unless uv is configured itself.
+    proc = subprocess.run([_uv(), *args], capture_output=True, text=True, timeout=1800,
+                          env=uv_environment(os.environ))
     if proc.returncode != 0:
         raise ConfigError(f"{what} failed:\n{(proc.stderr or proc.stdout).strip()[-4000:]}")
     return proc.stdout
