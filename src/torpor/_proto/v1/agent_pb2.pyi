@@ -219,7 +219,7 @@ class TokenRegistered(_message.Message):
     def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., token_id: _Optional[str] = ..., timeout_unix: _Optional[float] = ...) -> None: ...
 
 class CommandFailed(_message.Message):
-    __slots__ = ("run", "command", "error", "request_id", "bad_checkpoint_id", "store_unavailable", "snapshot_key_missing")
+    __slots__ = ("run", "command", "error", "request_id", "bad_checkpoint_id", "store_unavailable", "snapshot_key_missing", "environment_refused")
     RUN_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -227,6 +227,7 @@ class CommandFailed(_message.Message):
     BAD_CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     STORE_UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_KEY_MISSING_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_REFUSED_FIELD_NUMBER: _ClassVar[int]
     run: RunRef
     command: str
     error: str
@@ -234,7 +235,8 @@ class CommandFailed(_message.Message):
     bad_checkpoint_id: str
     store_unavailable: bool
     snapshot_key_missing: bool
-    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., command: _Optional[str] = ..., error: _Optional[str] = ..., request_id: _Optional[str] = ..., bad_checkpoint_id: _Optional[str] = ..., store_unavailable: _Optional[bool] = ..., snapshot_key_missing: _Optional[bool] = ...) -> None: ...
+    environment_refused: bool
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., command: _Optional[str] = ..., error: _Optional[str] = ..., request_id: _Optional[str] = ..., bad_checkpoint_id: _Optional[str] = ..., store_unavailable: _Optional[bool] = ..., snapshot_key_missing: _Optional[bool] = ..., environment_refused: _Optional[bool] = ...) -> None: ...
 
 class CoordinatorMessage(_message.Message):
     __slots__ = ("registered", "start", "restore", "checkpoint", "kill", "wait_resolved", "child_triggered", "suspend", "ack", "heartbeat_ack", "cmd_id")
