@@ -40,8 +40,13 @@ def test_a_numpy_run_moves_to_the_other_agent_with_its_array_unchanged(two):
     shown = two.cli_json("deployments", "show", "--project", "deps")
     assert shown["environment"]["id"] == env["id"] and shown["environment"]["requirements"] == env["requirements"]
 
+    from torpor.store import open_store
+
+    store = open_store(f"file://{two.dir / 'store'}")
+    held = store.list(f"environments/{env['id']}")
     again = json.loads(_deploy(two, DEPS).stdout)  # unchanged: nothing built, nothing uploaded
     assert again["environment"]["id"] == env["id"] and again["environment"]["uploaded"] is False, again
+    assert len(held) == 1 and store.list("environments/") == held, "the store holds the one environment, once"
     assert again["version"] == first["version"] and again["created"] is False
 
     run_id = trigger(two, "np-hold", {"mb": 200})
@@ -107,12 +112,12 @@ def test_an_environment_damaged_in_the_store_fails_the_restore_but_never_the_che
     host's failure, and releases no checkpoint. Once the archive is whole again the run restores from the same
     checkpoint: its nonce, drawn before the suspension, is unchanged.
     """
-    from torpor.agent._environments import environment_key
     from torpor.store import open_store
 
     env = json.loads(_deploy(two, SMALL).stdout)["environment"]
     store = open_store(f"file://{two.dir / 'store'}")
-    key = environment_key(env["id"])
+    key = two.client().get_environment(env["id"]).location
+    assert key == f"environments/{env['id']}/{two.client().get_environment(env['id']).sha256}.tar.zst"
     good = store.get_bytes(key)
     run_id = trigger(two, "idna-hold", {})
     suspended = wait_status(two, run_id, {"SUSPENDED"}, timeout=180)

@@ -377,7 +377,8 @@ class Agent(CheckpointCommands):
     def _deps_dir(self, spec: ap.RunSpec) -> Path | None:
         if not spec.environment_id:
             return None
-        return self.envs.get(spec.environment_id, spec.environment_sha256, spec.environment_python)
+        return self.envs.get(spec.environment_id, spec.environment_sha256, spec.environment_python,
+                             spec.environment_location)
 
     def _new_slot(self, spec: ap.RunSpec) -> RunSlot:
         slot = RunSlot(spec=spec, send=self.send, suspend_threshold=self.config.suspend_threshold,

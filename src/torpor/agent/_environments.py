@@ -51,8 +51,15 @@ def python_version(python: str) -> str:
     return out.stdout.strip()
 
 
-def environment_key(env_id: str) -> str:
-    return f"environments/{env_id}.tar.zst"
+def environment_key(env_id: str, sha256: str = "") -> str:
+    """Where an environment's archive is kept: named by its id and by the archive's own sha256.
+
+    The id is the hash of what was asked for (the pinned set, Python, platform); two machines may build
+    it into archives that differ (another uv writes other metadata). Naming the object by its sha256
+    too means a second upload of the same id can never replace the bytes the first one recorded.
+    Without ``sha256``: the name the first version of environments used.
+    """
+    return f"environments/{env_id}/{sha256}.tar.zst" if sha256 else f"environments/{env_id}.tar.zst"
 
 
 def pack(site: Path, out: Path) -> tuple[str, int]:
@@ -112,7 +119,8 @@ class Environments:
         self._lock = threading.Lock()
         self._fetching: dict[str, threading.Lock] = {}
 
-    def get(self, env_id: str, sha256: str, python: str) -> Path:
+    def get(self, env_id: str, sha256: str, python: str, location: str = "") -> Path:
+        """The unpacked environment, fetched from ``location`` (default: its first-version key) if not here."""
         if not ENV_ID.match(env_id):
             raise ConfigError(f"{env_id!r} is not an environment id")
         if python and python != self.python_version:
@@ -124,7 +132,7 @@ class Environments:
             if target.is_dir():
                 touch_bundle(target)  # its mtime is its last use (collect() removes unused ones)
                 return target
-            self._fetch(env_id, sha256, target)
+            self._fetch(env_id, sha256, target, location or environment_key(env_id))
         return target
 
     def _lock_of(self, env_id: str) -> threading.Lock:
@@ -160,14 +168,14 @@ class Environments:
             remove_tree(p)
         return gone
 
-    def _fetch(self, env_id: str, sha256: str, target: Path) -> None:
+    def _fetch(self, env_id: str, sha256: str, target: Path, key: str) -> None:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.cache_dir, 0o711)
         blob = Path(tempfile.mkstemp(prefix=f".{env_id}.", suffix=".tar.zst", dir=self.cache_dir)[1])
         tmp = Path(tempfile.mkdtemp(prefix=f".{env_id}.", dir=self.cache_dir))
         try:
             try:
-                reader = self.store.open_reader(environment_key(env_id))
+                reader = self.store.open_reader(key)
             except NotFoundError as exc:
                 raise NotFoundError(f"environment {env_id} is not in the store {self.store.url}: deploy again") from exc
             h, size = hashlib.sha256(), 0

@@ -4,6 +4,7 @@ running it, and an agent that refuses one anyway ends the run with its reason in
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import time
 from pathlib import Path
@@ -34,16 +35,20 @@ def client(coordinator):  # type: ignore[no-untyped-def]
         yield c
 
 
-def _deploy_with_environment(client: Client, tmp: Path, python: str, *tasks) -> str:  # type: ignore[no-untyped-def]
+def _upload(client: Client, tmp: Path, python: str, env_id: str = "") -> coordinator_pb2.Environment:
     site = tmp / f"site-{next(_n)}"
     site.mkdir()
-    (site / "pkg.py").write_text(f"MADE = {time.monotonic_ns()}\n")
+    (site / "pkg.py").write_text(f"MADE = {time.monotonic_ns()}\n")  # other bytes each time
     sha, size = pack(site, tmp / f"{site.name}.tar.zst")
-    env_id = f"env-{sha[:24]}"
-    header = coordinator_pb2.Environment(id=env_id, sha256=sha, size_bytes=size, python=python,
+    header = coordinator_pb2.Environment(id=env_id or f"env-{sha[:24]}", sha256=sha, size_bytes=size, python=python,
                                          platform="x86_64-manylinux_2_28", requirements=["pkg==1"])
     data = (tmp / f"{site.name}.tar.zst").read_bytes()
-    client.put_environment([coordinator_pb2.EnvironmentChunk(header=header), coordinator_pb2.EnvironmentChunk(data=data)])
+    return client.put_environment([coordinator_pb2.EnvironmentChunk(header=header),
+                                   coordinator_pb2.EnvironmentChunk(data=data)])
+
+
+def _deploy_with_environment(client: Client, tmp: Path, python: str, *tasks) -> str:  # type: ignore[no-untyped-def]
+    env_id = _upload(client, tmp, python).id
     version = f"v-env-{next(_n)}-{time.monotonic_ns()}"
     client.deploy(version, tasks, project="tests", bundle_location=f"deployments/{version}/bundle.tar.zst",
                   environment_id=env_id)
@@ -83,3 +88,21 @@ def test_an_agent_refusing_the_environments_python_ends_the_run_with_its_reason_
     assert "Python 3.12" in run.error and "Python is 3.11" in run.error, run.error
     time.sleep(1.0)  # several claim rounds: it must not be placed again
     assert quiet.count("start", run_id) == 1 and len(run_dict(client.get_run(run_id))["attempts"]) == 1
+
+
+def test_an_id_uploaded_twice_keeps_the_first_bytes_and_every_run_gets_their_location(client, agents, tmp_path,
+                                                                                     coordinator):
+    first = _upload(client, tmp_path, "3.11")
+    again = _upload(client, tmp_path, "3.11", env_id=first.id)  # the same id built into other bytes elsewhere
+    assert (again.sha256, again.location) == (first.sha256, first.location)
+    assert first.location == f"environments/{first.id}/{first.sha256}.tar.zst"
+    store = open_store(f"file://{tmp_path / 'store'}")
+    assert store.list(f"environments/{first.id}") == [first.location], "the second upload wrote nothing"
+    assert hashlib.sha256(store.get_bytes(first.location)).hexdigest() == first.sha256
+
+    version = f"v-env-{next(_n)}-{time.monotonic_ns()}"
+    client.deploy(version, [task("np")], project="tests", bundle_location=f"deployments/{version}/bundle.tar.zst",
+                  environment_id=first.id)
+    a = agents("py311", slots=1, python="3.11", auto_start=False)
+    spec = a.wait_command("start", client.trigger("np").run_id).start.spec
+    assert (spec.environment_location, spec.environment_sha256) == (first.location, first.sha256)

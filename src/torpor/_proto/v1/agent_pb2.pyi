@@ -309,7 +309,7 @@ class HeartbeatAck(_message.Message):
     def __init__(self, number: _Optional[int] = ..., stale: _Optional[_Iterable[_Union[RunRef, _Mapping]]] = ...) -> None: ...
 
 class RunSpec(_message.Message):
-    __slots__ = ("run", "task", "version", "bundle_location", "payload_json", "attempt", "settings", "started_at_unix", "log_budget_bytes", "log_bytes_used", "env", "sealed_env", "env_key_id", "environment_id", "environment_sha256", "environment_python")
+    __slots__ = ("run", "task", "version", "bundle_location", "payload_json", "attempt", "settings", "started_at_unix", "log_budget_bytes", "log_bytes_used", "env", "sealed_env", "env_key_id", "environment_id", "environment_sha256", "environment_python", "environment_location")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -333,6 +333,7 @@ class RunSpec(_message.Message):
     ENVIRONMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_SHA256_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_PYTHON_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_LOCATION_FIELD_NUMBER: _ClassVar[int]
     run: RunRef
     task: str
     version: str
@@ -349,7 +350,8 @@ class RunSpec(_message.Message):
     environment_id: str
     environment_sha256: str
     environment_python: str
-    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., task: _Optional[str] = ..., version: _Optional[str] = ..., bundle_location: _Optional[str] = ..., payload_json: _Optional[str] = ..., attempt: _Optional[int] = ..., settings: _Optional[_Union[_common_pb2.TaskSettings, _Mapping]] = ..., started_at_unix: _Optional[float] = ..., log_budget_bytes: _Optional[int] = ..., log_bytes_used: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., sealed_env: _Optional[bytes] = ..., env_key_id: _Optional[str] = ..., environment_id: _Optional[str] = ..., environment_sha256: _Optional[str] = ..., environment_python: _Optional[str] = ...) -> None: ...
+    environment_location: str
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., task: _Optional[str] = ..., version: _Optional[str] = ..., bundle_location: _Optional[str] = ..., payload_json: _Optional[str] = ..., attempt: _Optional[int] = ..., settings: _Optional[_Union[_common_pb2.TaskSettings, _Mapping]] = ..., started_at_unix: _Optional[float] = ..., log_budget_bytes: _Optional[int] = ..., log_bytes_used: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., sealed_env: _Optional[bytes] = ..., env_key_id: _Optional[str] = ..., environment_id: _Optional[str] = ..., environment_sha256: _Optional[str] = ..., environment_python: _Optional[str] = ..., environment_location: _Optional[str] = ...) -> None: ...
 
 class StartRun(_message.Message):
     __slots__ = ("spec",)
