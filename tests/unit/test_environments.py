@@ -121,3 +121,37 @@ def test_another_python_is_refused_as_wrong_python_naming_both(tmp_path):
     envs = Environments(open_store(f"file://{tmp_path / 'store'}"), tmp_path / "envs", "3.11")
     with pytest.raises(WrongPython, match=r"built for Python 3\.12, and this agent's Python is 3\.11"):
         envs.get("env-" + "0" * 24, "0" * 64, "3.12")
+
+
+def test_concurrent_runs_needing_one_environment_wait_on_a_single_fetch(tmp_path):
+    import threading
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "mod.py").write_text("VALUE = 1\n")
+    archive = tmp_path / "env.tar.zst"
+    sha, _ = pack(site, archive)
+    env_id = "env-" + "cd" * 12
+    store = open_store(f"file://{tmp_path / 'store'}")
+    store.put_bytes(environment_key(env_id, sha), archive.read_bytes())
+    opened: list[str] = []
+    gate = threading.Event()
+    real_open = store.open_reader
+
+    def slow_open(key, **kw):  # type: ignore[no-untyped-def]
+        opened.append(key)
+        gate.wait(5)  # the others arrive while this one is still fetching
+        return real_open(key, **kw)
+
+    store.open_reader = slow_open  # type: ignore[method-assign]
+    envs = Environments(store, tmp_path / "cache", "3.11")
+    got: list[Path] = []
+    threads = [threading.Thread(target=lambda: got.append(envs.get(env_id, sha, "3.11", environment_key(env_id, sha))))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    threading.Event().wait(0.3)  # all four have asked by now; one is inside the store
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert got == [tmp_path / "cache" / env_id] * 4 and opened == [environment_key(env_id, sha)]
