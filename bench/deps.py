@@ -61,7 +61,7 @@ def main() -> int:
         info = stack.client().get_environment(e["id"])
         cache = work / "fresh-agent"
         t = time.monotonic()
-        unpacked = Environments(store, cache, e["python"]).get(e["id"], info.sha256, e["python"])
+        unpacked = Environments(store, cache, e["python"]).get(e["id"], info.sha256, e["python"], info.location)
         fetch_s = time.monotonic() - t
         run = stack.client().trigger("frame", {}).run_id
         deadline = time.monotonic() + 120
@@ -74,7 +74,7 @@ def main() -> int:
             "bench": "deps", "requirements": e["requirements"], "python": e["python"],
             "first_deploy_s": round(first_s, 2), "first_uploaded": e["uploaded"],
             "second_deploy_s": round(second_s, 2), "second_uploaded": second["environment"]["uploaded"],
-            "environment_bytes": info.size_bytes, "unpacked_bytes": _du(unpacked), "fetch_s": round(fetch_s, 2),
+            "environment_bytes": info.size_bytes, "environment_sha256": info.sha256, "unpacked_bytes": _du(unpacked), "fetch_s": round(fetch_s, 2),
             "task_output": r.output_json,
         }, indent=1))
     finally:

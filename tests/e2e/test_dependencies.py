@@ -40,8 +40,13 @@ def test_a_numpy_run_moves_to_the_other_agent_with_its_array_unchanged(two):
     shown = two.cli_json("deployments", "show", "--project", "deps")
     assert shown["environment"]["id"] == env["id"] and shown["environment"]["requirements"] == env["requirements"]
 
+    from torpor.store import open_store
+
+    store = open_store(f"file://{two.dir / 'store'}")
+    held = store.list(f"environments/{env['id']}")
     again = json.loads(_deploy(two, DEPS).stdout)  # unchanged: nothing built, nothing uploaded
     assert again["environment"]["id"] == env["id"] and again["environment"]["uploaded"] is False, again
+    assert len(held) == 1 and store.list("environments/") == held, "the store holds the one environment, once"
     assert again["version"] == first["version"] and again["created"] is False
 
     run_id = trigger(two, "np-hold", {"mb": 200})
@@ -94,3 +99,49 @@ def test_a_python_no_agent_runs_fails_the_deploy_naming_both(two, scratch):
                                         'dependencies = ["idna"]\n')
     proc = _deploy(two, wrong, check=False)
     assert proc.returncode != 0 and "Python 3.9" in proc.stderr and "Python 3.11" in proc.stderr, proc
+
+
+SMALL = Path(__file__).parent / "deps_small_project"
+
+
+def test_an_environment_damaged_in_the_store_fails_the_restore_but_never_the_checkpoint(two):
+    """The environment is fetched and checked before the snapshot: its failure is not the checkpoint's.
+
+    The run suspends on one agent (which unpacks the environment), the archive in the store is damaged, and the
+    restore is sent to the other agent, which must fetch it: each try fails on the sha256, is counted as that
+    host's failure, and releases no checkpoint. Once the archive is whole again the run restores from the same
+    checkpoint: its nonce, drawn before the suspension, is unchanged.
+    """
+    from torpor.store import open_store
+
+    env = json.loads(_deploy(two, SMALL).stdout)["environment"]
+    store = open_store(f"file://{two.dir / 'store'}")
+    key = two.client().get_environment(env["id"]).location
+    assert key == f"environments/{env['id']}/{two.client().get_environment(env['id']).sha256}.tar.zst"
+    good = store.get_bytes(key)
+    run_id = trigger(two, "idna-hold", {})
+    suspended = wait_status(two, run_id, {"SUSPENDED"}, timeout=180)
+    nonce = suspended["metadata"]["nonce"]
+    started = next(e["agent"] for e in suspended["events"] if e["type"] == "started")
+    fillers = [trigger(two, "busy", {"seconds": 300}) for _ in range(2)]
+    try:
+        for f in fillers:
+            wait_status(two, f, {"RUNNING"}, timeout=60)
+        two.cli("runs", "cancel", next(f for f in fillers if two.cli_json("runs", "show", f)["agent"] != started))
+        store.put_bytes(key, good[: len(good) // 2] + bytes(len(good) - len(good) // 2))  # same size, other bytes
+        client = two.client()
+        client.complete_token(two.cli_json("runs", "show", run_id)["metadata"]["token"], True)
+
+        def refused() -> bool:
+            return any("sha256" in e.detail for e in client.get_run(run_id).events)
+
+        assert_eventually(refused, timeout=60, interval=0.02)
+        store.put_bytes(key, good)
+    finally:
+        for f in fillers:
+            two.cli("runs", "cancel", f, check=False)
+    done = wait_status(two, run_id, DONE, timeout=180)
+    types = [e["type"] for e in done["events"]]
+    assert done["status"] == "COMPLETED", done
+    assert done["output"]["nonce"] == nonce and done["output"]["encoded"] == "xn--bcher-kva.example", done["output"]
+    assert "checkpoint_unusable" not in types and "restored" in types, done["events"]

@@ -31,7 +31,7 @@ from torpor._secretbox import open_run_env
 from torpor.agent import _bundle, _hygiene
 from torpor.agent._bounds import AgentBounds
 from torpor.agent._checkpoints import CheckpointCommands
-from torpor.agent._environments import Environments, python_version
+from torpor.agent._environments import Environments, WrongPython, python_version
 from torpor.agent._containers import AgentConfig, ContainerManager
 from torpor.agent._fence import Fence, Freezer
 from torpor.agent._fence import now as fence_clock
@@ -68,6 +68,8 @@ class DaemonConfig:
     """Seconds a dump waits for the task to close its runtime connections."""
     bundle_ttl: float = 24 * 3600.0
     """Seconds a cached deployment bundle no run here has used is kept before it is removed."""
+    env_ttl: float = 24 * 3600.0
+    """Seconds an unpacked environment (a deployment's packages) no run here has used is kept before removal."""
     bounds: AgentBounds = field(default_factory=AgentBounds)
     """What one run may make this agent hold: request sizes, connections, open waits, log bytes."""
     memory_bytes: int = 0
@@ -124,6 +126,8 @@ class Agent(CheckpointCommands):
                 shutil.rmtree(leftover, ignore_errors=True)
         _hygiene.reap_scratch(self.mgr.state, self.mgr.images, self.mgr.runtime_dir)
         _hygiene.gc_bundles(self.mgr.state / "bundles", set(), self.config.bundle_ttl)
+        self.envs.reap_leftovers()
+        self.envs.collect(set(), self.config.env_ttl)
         return reaped
 
     # -- outgoing --------------------------------------------------------------
@@ -373,7 +377,8 @@ class Agent(CheckpointCommands):
     def _deps_dir(self, spec: ap.RunSpec) -> Path | None:
         if not spec.environment_id:
             return None
-        return self.envs.get(spec.environment_id, spec.environment_sha256, spec.environment_python)
+        return self.envs.get(spec.environment_id, spec.environment_sha256, spec.environment_python,
+                             spec.environment_location)
 
     def _new_slot(self, spec: ap.RunSpec) -> RunSlot:
         slot = RunSlot(spec=spec, send=self.send, suspend_threshold=self.config.suspend_threshold,
@@ -418,13 +423,16 @@ class Agent(CheckpointCommands):
         slot = self._new_slot(spec)
         try:
             app = self._app_dir(spec)
+            deps = self._deps_dir(spec)
             env = open_run_env(self.mgr.keys, spec)  # the project's variables; its secrets opened here
             slot.container = self.mgr.start(run_id=spec.run.run_id, args=[self.mgr.config.python, *ENTRYPOINT],
-                                            app_dir=app, env=env, limits=self._limits(spec),
-                                            deps_dir=self._deps_dir(spec),
+                                            app_dir=app, env=env, limits=self._limits(spec), deps_dir=deps,
                                             before_launch=self._serve(slot),
                                             network=spec.settings.network or None,
                                             log_budget=LogBudget.of(spec, self.config.bounds))
+        except WrongPython as exc:
+            self._refuse(slot, "start", exc)
+            return
         except BaseException:
             self._drop(slot)
             raise
@@ -440,14 +448,21 @@ class Agent(CheckpointCommands):
         if body.HasField("wake") and body.wake.wait_id:
             slot.waits[body.wake.wait_id] = Outcome(result_json=body.wake.result_json, timed_out=body.wake.timed_out)
         t0 = time.monotonic()
+        # The code and the packages are fetched before the snapshot, outside the block below that blames the
+        # checkpoint: an environment missing or damaged in the store is not the checkpoint's fault, and taking
+        # it for one would release intact checkpoints.
         try:
             app = self._app_dir(spec)
+            deps = self._deps_dir(spec)
+        except WrongPython as exc:
+            self._refuse(slot, "restore", exc)
+            return
         except BaseException:
             self._drop(slot)
             raise
         try:
             slot.container = self.mgr.restore(body.checkpoint_location, app_dir=app, limits=self._limits(spec),
-                                              deps_dir=self._deps_dir(spec),
+                                              deps_dir=deps,
                                               before_launch=self._serve(slot), network=spec.settings.network or None,
                                               log_budget=LogBudget.of(spec, self.config.bounds),
                                               sealed_under=body.checkpoint_key_id or None)
@@ -474,6 +489,13 @@ class Agent(CheckpointCommands):
         # unknown here and sends it again. A task that was not waiting ignores the signal.
         slot.wake()
         self._watch(slot)
+
+    def _refuse(self, slot: RunSlot, command: str, exc: WrongPython) -> None:
+        """A run this agent can never run (its packages are for another Python): the coordinator ends it."""
+        self._drop(slot)
+        log.error("run %s refused: %s", slot.run_id, exc)
+        self.send(ap.AgentMessage(command_failed=ap.CommandFailed(
+            run=slot.ref(), command=command, error=str(exc)[:4000], environment_refused=True)))
 
     def _watch(self, slot: RunSlot) -> None:
         if slot.spec.settings.checkpoint_every > 0:
@@ -506,7 +528,7 @@ class Agent(CheckpointCommands):
         if current:  # a stale copy replaced by a newer generation here leaves the new one's logs alone
             _hygiene.drop_run_logs(self.mgr.state, slot.run_id)
         _hygiene.gc_bundles(self.mgr.state / "bundles", in_use, self.config.bundle_ttl)
-        _hygiene.gc_bundles(self.envs.cache_dir, envs_in_use, self.config.bundle_ttl)
+        self.envs.collect(envs_in_use, self.config.env_ttl)
 
     def _kill(self, slot: RunSlot, reason: str) -> None:
         with slot.lock:

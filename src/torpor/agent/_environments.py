@@ -14,11 +14,13 @@ restores anywhere: CRIU finds the same bytes at the same path.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import tarfile
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import zstandard
@@ -27,9 +29,15 @@ from torpor._errors import ConfigError, IntegrityError, NotFoundError
 from torpor.agent._hygiene import make_read_only, remove_tree, touch_bundle
 from torpor.store import Store
 
+log = logging.getLogger(__name__)
+
 ENV_ID = re.compile(r"^env-[0-9a-f]{24}$")
 MAX_ENV_BYTES = 4 << 30  # packed; a bigger environment is refused at deploy
 _CHUNK = 4 << 20
+
+
+class WrongPython(ConfigError):
+    """The environment was built for another Python than this agent runs tasks on: no retry here can help."""
 
 
 def python_version(python: str) -> str:
@@ -43,8 +51,15 @@ def python_version(python: str) -> str:
     return out.stdout.strip()
 
 
-def environment_key(env_id: str) -> str:
-    return f"environments/{env_id}.tar.zst"
+def environment_key(env_id: str, sha256: str = "") -> str:
+    """Where an environment's archive is kept: named by its id and by the archive's own sha256.
+
+    The id is the hash of what was asked for (the pinned set, Python, platform); two machines may build
+    it into archives that differ (another uv writes other metadata). Naming the object by its sha256
+    too means a second upload of the same id can never replace the bytes the first one recorded.
+    Without ``sha256``: the name the first version of environments used.
+    """
+    return f"environments/{env_id}/{sha256}.tar.zst" if sha256 else f"environments/{env_id}.tar.zst"
 
 
 def pack(site: Path, out: Path) -> tuple[str, int]:
@@ -75,6 +90,25 @@ def pack(site: Path, out: Path) -> tuple[str, int]:
     return h.hexdigest(), out.stat().st_size
 
 
+def unused_environments(cache_dir: Path, in_use: set[str], max_age: float, now: float | None = None) -> set[str]:
+    """The unpacked environments under ``cache_dir`` that no run uses and none used for over ``max_age`` seconds.
+
+    An environment's mtime is its last use: ``Environments.get`` touches it each time a run starts or
+    restores with it.
+    """
+    now = time.time() if now is None else now
+    out = set()
+    for p in cache_dir.iterdir() if cache_dir.is_dir() else ():
+        if not ENV_ID.match(p.name) or p.name in in_use:
+            continue
+        try:
+            if now - p.stat().st_mtime > max_age:
+                out.add(p.name)
+        except FileNotFoundError:
+            continue
+    return out
+
+
 class Environments:
     """The environments unpacked on this agent, fetched once each (concurrent runs wait on one fetch)."""
 
@@ -85,31 +119,63 @@ class Environments:
         self._lock = threading.Lock()
         self._fetching: dict[str, threading.Lock] = {}
 
-    def get(self, env_id: str, sha256: str, python: str) -> Path:
+    def get(self, env_id: str, sha256: str, python: str, location: str = "") -> Path:
+        """The unpacked environment, fetched from ``location`` (default: its first-version key) if not here."""
         if not ENV_ID.match(env_id):
             raise ConfigError(f"{env_id!r} is not an environment id")
         if python and python != self.python_version:
-            raise ConfigError(f"the deployment's environment {env_id} is built for Python {python}, and this "
+            raise WrongPython(f"the deployment's environment {env_id} is built for Python {python}, and this "
                               f"agent's Python is {self.python_version}: deploy with python = "
                               f"\"{self.python_version}\" in torpor.toml, or run it on agents with Python {python}")
         target = self.cache_dir / env_id
-        with self._lock:
-            one = self._fetching.setdefault(env_id, threading.Lock())
-        with one:
+        with self._lock_of(env_id):
             if target.is_dir():
-                touch_bundle(target)  # its mtime is its last use (agent/_hygiene.py removes unused ones)
+                touch_bundle(target)  # its mtime is its last use (collect() removes unused ones)
                 return target
-            self._fetch(env_id, sha256, target)
+            self._fetch(env_id, sha256, target, location or environment_key(env_id))
         return target
 
-    def _fetch(self, env_id: str, sha256: str, target: Path) -> None:
+    def _lock_of(self, env_id: str) -> threading.Lock:
+        with self._lock:
+            return self._fetching.setdefault(env_id, threading.Lock())
+
+    def collect(self, in_use: set[str], max_age: float, now: float | None = None) -> list[str]:
+        """Remove the environments no run here uses that were last used over ``max_age`` seconds ago.
+
+        Each is checked and removed under its own lock, the one ``get`` holds, and moved aside before it is
+        deleted: a run never mounts a half-removed environment, and one being fetched is never touched.
+        """
+        removed = []
+        for env_id in sorted(unused_environments(self.cache_dir, in_use, max_age, now)):
+            with self._lock_of(env_id):
+                if env_id not in unused_environments(self.cache_dir, in_use, max_age, now):
+                    continue  # used again meanwhile
+                doomed = self.cache_dir / f".{env_id}.removing"
+                try:
+                    os.rename(self.cache_dir / env_id, doomed)
+                except OSError:
+                    continue
+                remove_tree(doomed)
+                removed.append(env_id)
+        if removed:
+            log.info("removed %d environment(s) unused for %.0fs: %s", len(removed), max_age, ", ".join(removed))
+        return removed
+
+    def reap_leftovers(self) -> list[Path]:
+        """At agent start: half-fetched archives and half-unpacked or half-removed trees of an earlier process."""
+        gone = [p for p in self.cache_dir.glob(".env-*")] if self.cache_dir.is_dir() else []
+        for p in gone:
+            remove_tree(p)
+        return gone
+
+    def _fetch(self, env_id: str, sha256: str, target: Path, key: str) -> None:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.cache_dir, 0o711)
         blob = Path(tempfile.mkstemp(prefix=f".{env_id}.", suffix=".tar.zst", dir=self.cache_dir)[1])
         tmp = Path(tempfile.mkdtemp(prefix=f".{env_id}.", dir=self.cache_dir))
         try:
             try:
-                reader = self.store.open_reader(environment_key(env_id))
+                reader = self.store.open_reader(key)
             except NotFoundError as exc:
                 raise NotFoundError(f"environment {env_id} is not in the store {self.store.url}: deploy again") from exc
             h, size = hashlib.sha256(), 0

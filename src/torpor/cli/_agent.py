@@ -122,12 +122,18 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
               help="Memory this agent offers to runs (default: the host's total). The coordinator places a run "
                    "whose task sets memory= only where the memory limits of the runs already there leave room "
                    "for its own. [env TORPOR_MEMORY]")
+@click.option("--env-ttl", envvar="TORPOR_ENV_TTL", type=click.FloatRange(min=0), default=86400.0,
+              show_default=True,
+              help="Seconds an unpacked environment (a deployment's third-party packages, STATE_DIR/envs) that no "
+                   "run here uses is kept after its last use before it is removed; fetched again if needed. "
+                   "[env TORPOR_ENV_TTL]")
 def agent(coordinator: str, join_token: str | None, join_token_file: str | None, name: str, slots: int, state_dir: Path,
           store: str, labels: tuple[str, ...], suspend_threshold: float, criu: str | None, image_dir: Path | None,
           dump_timeout: float, python_bin: str, tls_ca: str | None, max_metadata_bytes: int, max_result_bytes: int,
           max_trigger_bytes: int, runtime_connections: int, runtime_connections_total: int,
           runtime_read_timeout: float, max_open_waits: int, outbox_log_bytes: int, stop_runs_on_exit: bool,
-          network: str, run_network: str, allow_host_network: bool, memory_bytes: int | None) -> None:
+          network: str, run_network: str, allow_host_network: bool, memory_bytes: int | None,
+          env_ttl: float) -> None:
     """Run the agent of this host: executes runs in containers, snapshots them with CRIU.
 
     Needs root, runc and CRIU >= 4.2 (run `torpor doctor` first). Containers
@@ -169,7 +175,7 @@ def agent(coordinator: str, join_token: str | None, join_token_file: str | None,
         daemon = Agent(
             DaemonConfig(name=name, coordinator=coordinator, join_token=join_token, slots=slots, labels=_labels(labels),
                          suspend_threshold=suspend_threshold, tls_ca=Path(tls_ca).read_bytes() if tls_ca else None,
-                         bounds=bounds, memory_bytes=memory_bytes or 0),
+                         bounds=bounds, memory_bytes=memory_bytes or 0, env_ttl=env_ttl),
             containers=AgentConfig(state_dir=state_dir, python=python_bin, image_dir=image_dir,
                                    dump_timeout=dump_timeout, network=network, run_network=run_network,
                                    allow_host_network=allow_host_network),

@@ -4,7 +4,8 @@ uv (the `uv` package on PyPI: one static binary) resolves and installs: it is
 the fastest resolver/installer there is for Python, well kept, and installs
 for a Python version and platform other than its own (``--python-version``,
 ``--python-platform``), which is what building for the agents needs. It uses
-the machine's own index configuration. The built packages are kept in
+the machine's own index configuration: uv's if it has one, else pip's
+(cli/_pip_index.py), read at run time. The built packages are kept in
 ``~/.cache/torpor/envs/<id>`` so a second deploy builds nothing; the coordinator
 is asked whether it holds the environment, so it uploads nothing either.
 """
@@ -50,7 +51,11 @@ def _uv() -> str:
 
 
 def _run(args: list[str], what: str) -> str:
-    proc = subprocess.run([_uv(), *args], capture_output=True, text=True, timeout=1800)
+    from torpor.cli._pip_index import uv_environment
+
+    # The machine's index as pip is configured (uv does not read pip's files), unless uv is configured itself.
+    proc = subprocess.run([_uv(), *args], capture_output=True, text=True, timeout=1800,
+                          env=uv_environment(os.environ))
     if proc.returncode != 0:
         raise ConfigError(f"{what} failed:\n{(proc.stderr or proc.stdout).strip()[-4000:]}")
     return proc.stdout
@@ -58,7 +63,11 @@ def _run(args: list[str], what: str) -> str:
 
 def resolve(requirements: list[str], python: str) -> list[str]:
     """The exact versions uv chooses for ``requirements`` on ``python`` and the agents' platform."""
-    with tempfile.TemporaryDirectory(prefix="torpor-req-") as d:
+    from torpor.cli._progress import Stage
+
+    n = len(requirements)
+    with tempfile.TemporaryDirectory(prefix="torpor-req-") as d, \
+            Stage(f"resolving {n} requirement{'s' if n != 1 else ''} for Python {python}"):
         src = Path(d) / "requirements.in"
         src.write_text("\n".join(requirements) + "\n")
         out = _run(["pip", "compile", str(src), "--python-version", python, "--python-platform", PLATFORM,
@@ -77,20 +86,27 @@ def cache_dir() -> Path:
 
 def build(pinned: list[str], python: str) -> Built:
     """Install the pinned set into the local cache (once per environment id)."""
+    from torpor.cli._progress import Stage
+
     env_id = environment_id(pinned, python)
     site = cache_dir() / env_id / "site"
     if not site.is_dir():
         site.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".site.", dir=site.parent))
         try:
-            req = site.parent / "requirements.txt"
+            req = Path(tmp.parent / f"{tmp.name}.requirements.txt")
             req.write_text("\n".join(pinned) + "\n")
-            _run(["pip", "install", "--target", str(tmp), "--python-version", python, "--python-platform", PLATFORM,
-                  "--no-deps", "--quiet", "-r", str(req)], "installing the dependencies")
-            os.rename(tmp, site)
-        except BaseException:
+            with Stage(f"building environment {env_id} ({len(pinned)} packages)"):
+                _run(["pip", "install", "--target", str(tmp), "--python-version", python, "--python-platform",
+                      PLATFORM, "--no-deps", "--quiet", "-r", str(req)], "installing the dependencies")
+            try:
+                os.rename(tmp, site)
+            except OSError:
+                if not site.is_dir():  # another deploy of the same set finished first: keep its copy
+                    raise
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            Path(tmp.parent / f"{tmp.name}.requirements.txt").unlink(missing_ok=True)
     return Built(id=env_id, python=python, requirements=pinned, site=site)
 
 
@@ -124,11 +140,12 @@ def upload(client: Any, built: Built) -> None:
             raise
     from torpor._proto.v1 import coordinator_pb2
     from torpor.agent._environments import pack
-    from torpor.cli._progress import Progress
+    from torpor.cli._progress import Progress, Stage
 
     with tempfile.TemporaryDirectory(prefix="torpor-env-") as d:
         archive = Path(d) / "env.tar.zst"
-        sha256, size = pack(built.site, archive)
+        with Stage(f"packing environment {built.id}"):
+            sha256, size = pack(built.site, archive)
         header = coordinator_pb2.Environment(id=built.id, sha256=sha256, size_bytes=size, python=built.python,
                                              platform=PLATFORM, requirements=built.requirements)
         progress = Progress(f"uploading environment {built.id}", size)

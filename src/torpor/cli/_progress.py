@@ -1,8 +1,9 @@
-"""A one-line transfer progress display, on a TTY only."""
+"""One-line progress displays, on a TTY only: transfers (bytes) and steps of unknown length."""
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 
@@ -38,5 +39,44 @@ class Progress:
     def finish(self) -> None:
         if self.enabled:
             self._draw(time.monotonic())
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class Stage:
+    """A step of unknown length (resolving, installing): its label and the seconds so far, on a TTY only.
+
+    ``with Stage("building environment env-..."):`` redraws the line twice a second from a thread while the
+    block runs, then ends it with the time it took (or "failed").
+    """
+
+    def __init__(self, label: str, *, stream=sys.stderr) -> None:  # type: ignore[no-untyped-def]
+        self.label = label
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.started = 0.0
+
+    def __enter__(self) -> "Stage":
+        self.started = time.monotonic()
+        if self.enabled:
+            self._thread = threading.Thread(target=self._tick, daemon=True, name="progress")
+            self._thread.start()
+        return self
+
+    def _tick(self) -> None:
+        while not self._done.wait(0.5):
+            self._draw(f"{time.monotonic() - self.started:.0f}s")
+
+    def _draw(self, state: str) -> None:
+        self.stream.write("\r" + f"{self.label}: {state}".ljust(78))
+        self.stream.flush()
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._draw("failed" if exc_type else f"done in {time.monotonic() - self.started:.1f}s")
             self.stream.write("\n")
             self.stream.flush()

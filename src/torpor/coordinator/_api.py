@@ -386,7 +386,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
     @_rpc
     def PutEnvironment(self, chunks: Iterator[coordinator_pb2.EnvironmentChunk],
                        context: grpc.ServicerContext) -> coordinator_pb2.Environment:
-        env = environments.receive(self._store, chunks)
+        env = environments.receive(self._store, chunks, lambda env_id: self._db.run(environments.find, env_id))
         return self._db.run(environments.record, env)
 
     @_rpc

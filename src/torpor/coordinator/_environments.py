@@ -1,9 +1,13 @@
 """Environments (a deployment's third-party packages) kept in the store, and deployments as `torpor deployments show` sees them.
 
 An environment is uploaded once through PutEnvironment (clients need no store
-credentials): streamed into the store under environments/<id>.tar.zst while
-its size and sha256 are counted, committed only if both match the header,
-then recorded. Deployments name the environment their runs get; the scheduler
+credentials): streamed into the store under environments/<id>/<sha256>.tar.zst
+while its size and sha256 are counted, committed only if both match the
+header, then recorded. The first upload of an id is the one recorded; a
+later one (another deploy that found none when it asked) writes nothing if
+the id is recorded by then, and if both were under way at once, each wrote
+its own object (different bytes have different names), so the recorded
+sha256 always matches the object recorded. Deployments name the environment their runs get; the scheduler
 puts it into each RunSpec, start or restore, so a restore on another host
 mounts the same packages.
 """
@@ -11,7 +15,7 @@ mounts the same packages.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from torpor._errors import ConfigError, ErrorCode, NotFoundError, TorporError
 from torpor._proto.v1 import agent_pb2, coordinator_pb2
@@ -35,8 +39,19 @@ def get(cur: Cursor, env_id: str) -> coordinator_pb2.Environment:
     return _message(row)
 
 
-def receive(store: Any | None, chunks: Iterator[coordinator_pb2.EnvironmentChunk]) -> coordinator_pb2.Environment:
-    """Stream an uploaded environment into the store; return its header once size and sha256 matched."""
+def find(cur: Cursor, env_id: str) -> coordinator_pb2.Environment | None:
+    cur.execute("SELECT * FROM environments WHERE id = %s", (env_id,))
+    row = cur.fetchone()
+    return _message(row) if row is not None else None
+
+
+def receive(store: Any | None, chunks: Iterator[coordinator_pb2.EnvironmentChunk],
+            recorded: Callable[[str], coordinator_pb2.Environment | None] = lambda _: None,
+            ) -> coordinator_pb2.Environment:
+    """Stream an uploaded environment into the store; return its header once size and sha256 matched.
+
+    ``recorded(id)``: the environment if it is recorded already; then nothing is written.
+    """
     if store is None:
         raise TorporError("this coordinator has no --store, so it cannot keep environments; start it with --store",
                           code=ErrorCode.FAILED_PRECONDITION)
@@ -47,7 +62,12 @@ def receive(store: Any | None, chunks: Iterator[coordinator_pb2.EnvironmentChunk
     if not ENV_ID.match(head.id) or len(head.sha256) != 64 or not head.python or not 0 < head.size_bytes <= MAX_ENV_BYTES:
         raise ConfigError(f"environment header {head.id!r}: needs an env-<24 hex> id, a sha256, a Python version and "
                           f"a size of at most {MAX_ENV_BYTES:,} bytes")
-    key = environment_key(head.id)
+    known = recorded(head.id)
+    if known is not None:
+        for _ in chunks:  # the client streams it all the same; none of it is needed
+            pass
+        return known
+    key = environment_key(head.id, head.sha256)
     h, size = hashlib.sha256(), 0
     with store.open_writer(key) as w:  # aborted (nothing visible) on any error below
         if first.data:
@@ -103,9 +123,10 @@ def deployment(cur: Cursor, version: str, project: str) -> coordinator_pb2.Deplo
 def give_to(cur: Cursor, spec: agent_pb2.RunSpec, cache: dict[str, Any]) -> None:
     """Name the deployment's environment in a run's spec (start or restore)."""
     if spec.version not in cache:
-        cur.execute("SELECT e.id, e.sha256, e.python FROM deployments d JOIN environments e ON e.id = d.environment_id"
-                    " WHERE d.version = %s", (spec.version,))
+        cur.execute("SELECT e.id, e.sha256, e.python, e.location FROM deployments d"
+                    " JOIN environments e ON e.id = d.environment_id WHERE d.version = %s", (spec.version,))
         cache[spec.version] = cur.fetchone()
     row = cache[spec.version]
     if row is not None:
         spec.environment_id, spec.environment_sha256, spec.environment_python = row["id"], row["sha256"], row["python"]
+        spec.environment_location = row["location"]

@@ -10,7 +10,9 @@ would claim, which of its agents with a free slot can take it:
   (``--memory``, the host's total by default) minus the limits of the runs
   placed there already leaves room for it, and whose host has that much
   available now. Runs without a limit count for nothing (and are not limited:
-  docs/security.md).
+  docs/security.md);
+- a run whose deployment has an environment (third-party packages, built for
+  one Python) goes only to an agent that reports that Python.
 
 A run no agent can take is left where it is, with the reason in
 ``runs.unplaced`` (shown by ``torpor runs show``), and is tried again each
@@ -36,6 +38,7 @@ class Offer:
     memory_offered: int = 0  # 0: not reported (an agent before memory placement): not checked
     memory_room: int = 0  # offered minus the limits of the runs placed on it, this round's included
     memory_available: int = 0  # what its host had available at its last heartbeat
+    python: str = ""  # "3.11": the Python its tasks run on; "": not reported, not checked (the agent refuses)
 
     def take(self, need: "Need") -> None:
         self.memory_room -= need.memory
@@ -48,6 +51,7 @@ class Need:
 
     host_network: bool = False
     memory: int = 0
+    python: str = ""  # the Python the deployment's environment is built for; "": no environment
 
 
 def offer_of(facts: bytes | None, committed_memory: int = 0) -> Offer:
@@ -56,19 +60,25 @@ def offer_of(facts: bytes | None, committed_memory: int = 0) -> Offer:
         f.ParseFromString(bytes(facts))
     offered = f.memory_offered_bytes
     return Offer(allow_host_network=f.allow_host_network, memory_offered=offered,
-                 memory_room=offered - committed_memory, memory_available=f.memory_available_bytes)
+                 memory_room=offered - committed_memory, memory_available=f.memory_available_bytes,
+                 python=f.python_version)
 
 
-def need_of(run: dict[str, Any], settings: Any, checkpoint: dict[str, Any] | None) -> Need:
-    """A restore needs the network its checkpoint was taken with; a start what its task asks for."""
+def need_of(run: dict[str, Any], settings: Any, checkpoint: dict[str, Any] | None, python: str = "") -> Need:
+    """A restore needs the network its checkpoint was taken with; a start what its task asks for.
+
+    ``python``: the Python the deployment's environment is built for ("" without one).
+    """
     mode = (checkpoint or {}).get("network") or (settings.network if settings is not None else "")
-    return Need(host_network=mode == "host", memory=max(0, int(run.get("memory_bytes") or 0)))
+    return Need(host_network=mode == "host", memory=max(0, int(run.get("memory_bytes") or 0)), python=python)
 
 
 def refusal(need: Need, offer: Offer) -> str | None:
     """What this agent lacks for the run, or None if it can take it."""
     if need.host_network and not offer.allow_host_network:
         return "host network"
+    if need.python and offer.python and need.python != offer.python:
+        return "python"
     if need.memory and offer.memory_offered:
         if need.memory > offer.memory_room or need.memory > offer.memory_available:
             return "memory"
@@ -83,6 +93,11 @@ def choose(free: dict[str, int], offers: dict[str, Offer], need: Need) -> str | 
 
 def unplaced_reason(need: Need, free: dict[str, int], offers: dict[str, Offer]) -> str:
     """Why no agent with a free slot took the run, in words that say what would let it go."""
+    if need.python and offers and not any(o.python in ("", need.python) for o in offers.values()):
+        runs = ", ".join(sorted({o.python for o in offers.values()}))
+        return (f"needs an agent with Python {need.python}, which its deployment's packages are built for; the "
+                f"connected agents run Python {runs}: deploy the project again for theirs, or connect an agent "
+                f"with Python {need.python}")
     if need.host_network and not any(o.allow_host_network for o in offers.values()):
         return ("waiting for an agent that allows network='host': no connected agent was started with "
                 "--allow-host-network (start one with it, or deploy the task with network='egress' or 'none')")

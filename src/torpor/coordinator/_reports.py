@@ -340,7 +340,12 @@ def command_failed(cur: Cursor, agent: str, m: agent_pb2.CommandFailed, max_fail
     run = _current(cur, agent, m.run)
     if run is None:
         return []
-    if m.command == "restore" and run["status"] == RESTORING and m.bad_checkpoint_id:
+    if m.environment_refused and (m.command == "start" and run["status"] == STARTING
+                                  or m.command == "restore" and run["status"] == RESTORING):
+        # Its packages are for another Python: placing it again would be refused again, forever.
+        life.attempt_failed(cur, run, error=f"agent {agent} cannot run it: {m.error}", traceback=None,
+                            final="CRASHED", event="environment_refused", retry=False)
+    elif m.command == "restore" and run["status"] == RESTORING and m.bad_checkpoint_id:
         life.checkpoint_unusable(cur, run, m.bad_checkpoint_id, f"agent {agent}: {m.error}", max_failures=max_failures)
     elif m.snapshot_key_missing and m.command == "restore" and run["status"] == RESTORING:
         life.host_failure(cur, run, f"agent {agent} lacks the snapshot key: {m.error}; trying again in "

@@ -131,9 +131,9 @@ def claim_round(cur: Cursor, coordinator_id: str, *, max_claims: int = 256, log_
         run = locked.get(run_id)
         if run is None:
             continue
-        settings, bundle, project = _task_spec(cur, run, specs)
+        settings, bundle, project, python = _task_spec(cur, run, specs)
         ckpt = latest_checkpoint(cur, run) if run["status"] != QUEUED else None
-        need = placement.need_of(run, settings, ckpt)
+        need = placement.need_of(run, settings, ckpt, python)
         agent = placement.choose(free, offers, need)
         if agent is None:
             placement.mark_unplaced(cur, run, placement.unplaced_reason(need, free, offers))
@@ -150,17 +150,18 @@ def claim_round(cur: Cursor, coordinator_id: str, *, max_claims: int = 256, log_
     return claims
 
 
-def _task_spec(cur: Cursor, run: dict[str, Any], cache: dict[tuple[str, str], Any]) -> tuple[Any, str, str]:
+def _task_spec(cur: Cursor, run: dict[str, Any], cache: dict[tuple[str, str], Any]) -> tuple[Any, str, str, str]:
+    """(settings, bundle location, project, the Python of the deployment's environment or "")."""
     key = (run["task"], run["version"])
     if key not in cache:
         cur.execute(
-            "SELECT t.settings, d.bundle_location, d.project FROM tasks t JOIN deployments d USING (version)"
-            " WHERE t.task_id = %s AND t.version = %s",
+            "SELECT t.settings, d.bundle_location, d.project, e.python FROM tasks t JOIN deployments d USING (version)"
+            " LEFT JOIN environments e ON e.id = d.environment_id WHERE t.task_id = %s AND t.version = %s",
             key,
         )
         row = cur.fetchone()
         cache[key] = (parse_settings(row["settings"]) if row else None, row["bundle_location"] if row else "",
-                      row["project"] if row else "")
+                      row["project"] if row else "", (row["python"] or "") if row else "")
     return cache[key]
 
 

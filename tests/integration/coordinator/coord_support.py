@@ -124,8 +124,10 @@ class FakeAgent:
     def __init__(self, address: str, name: str, *, slots: int = 4, token: str = JOIN_TOKEN, auto_start: bool = True,
                  heartbeat: bool = True, holding: list[tuple[str, int]] | None = None,
                  auto_exit: float | None = None, tracker: "Tracker | None" = None, incarnation: str = "",
-                 ack_commands: bool = True, allow_host_network: bool = False, memory: int = 0) -> None:
+                 ack_commands: bool = True, allow_host_network: bool = False, memory: int = 0,
+                 python: str = "") -> None:
         self.address = address
+        self.python = python  # reported in HostFacts.python_version; "": not reported
         self.allow_host_network = allow_host_network
         self.memory = memory  # offered to runs and available on its "host"; 0: not reported
         self.name = name
@@ -154,7 +156,8 @@ class FakeAgent:
             name=self.name, slots=self.slots, facts=common_pb2.HostFacts(hostname=self.name, cpus=2,
                                                               allow_host_network=self.allow_host_network,
                                                               memory_offered_bytes=self.memory,
-                                                              memory_available_bytes=self.memory),
+                                                              memory_available_bytes=self.memory,
+                                                              python_version=self.python),
             labels={"zone": "test"}, incarnation=self.incarnation,
             holding=[agent_pb2.RunRef(run_id=r, generation=g) for r, g in self.initial_holding]))
         while True:

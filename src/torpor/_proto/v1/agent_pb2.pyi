@@ -219,7 +219,7 @@ class TokenRegistered(_message.Message):
     def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., token_id: _Optional[str] = ..., timeout_unix: _Optional[float] = ...) -> None: ...
 
 class CommandFailed(_message.Message):
-    __slots__ = ("run", "command", "error", "request_id", "bad_checkpoint_id", "store_unavailable", "snapshot_key_missing")
+    __slots__ = ("run", "command", "error", "request_id", "bad_checkpoint_id", "store_unavailable", "snapshot_key_missing", "environment_refused")
     RUN_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -227,6 +227,7 @@ class CommandFailed(_message.Message):
     BAD_CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     STORE_UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_KEY_MISSING_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_REFUSED_FIELD_NUMBER: _ClassVar[int]
     run: RunRef
     command: str
     error: str
@@ -234,7 +235,8 @@ class CommandFailed(_message.Message):
     bad_checkpoint_id: str
     store_unavailable: bool
     snapshot_key_missing: bool
-    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., command: _Optional[str] = ..., error: _Optional[str] = ..., request_id: _Optional[str] = ..., bad_checkpoint_id: _Optional[str] = ..., store_unavailable: _Optional[bool] = ..., snapshot_key_missing: _Optional[bool] = ...) -> None: ...
+    environment_refused: bool
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., command: _Optional[str] = ..., error: _Optional[str] = ..., request_id: _Optional[str] = ..., bad_checkpoint_id: _Optional[str] = ..., store_unavailable: _Optional[bool] = ..., snapshot_key_missing: _Optional[bool] = ..., environment_refused: _Optional[bool] = ...) -> None: ...
 
 class CoordinatorMessage(_message.Message):
     __slots__ = ("registered", "start", "restore", "checkpoint", "kill", "wait_resolved", "child_triggered", "suspend", "ack", "heartbeat_ack", "cmd_id")
@@ -307,7 +309,7 @@ class HeartbeatAck(_message.Message):
     def __init__(self, number: _Optional[int] = ..., stale: _Optional[_Iterable[_Union[RunRef, _Mapping]]] = ...) -> None: ...
 
 class RunSpec(_message.Message):
-    __slots__ = ("run", "task", "version", "bundle_location", "payload_json", "attempt", "settings", "started_at_unix", "log_budget_bytes", "log_bytes_used", "env", "sealed_env", "env_key_id", "environment_id", "environment_sha256", "environment_python")
+    __slots__ = ("run", "task", "version", "bundle_location", "payload_json", "attempt", "settings", "started_at_unix", "log_budget_bytes", "log_bytes_used", "env", "sealed_env", "env_key_id", "environment_id", "environment_sha256", "environment_python", "environment_location")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -331,6 +333,7 @@ class RunSpec(_message.Message):
     ENVIRONMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_SHA256_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_PYTHON_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_LOCATION_FIELD_NUMBER: _ClassVar[int]
     run: RunRef
     task: str
     version: str
@@ -347,7 +350,8 @@ class RunSpec(_message.Message):
     environment_id: str
     environment_sha256: str
     environment_python: str
-    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., task: _Optional[str] = ..., version: _Optional[str] = ..., bundle_location: _Optional[str] = ..., payload_json: _Optional[str] = ..., attempt: _Optional[int] = ..., settings: _Optional[_Union[_common_pb2.TaskSettings, _Mapping]] = ..., started_at_unix: _Optional[float] = ..., log_budget_bytes: _Optional[int] = ..., log_bytes_used: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., sealed_env: _Optional[bytes] = ..., env_key_id: _Optional[str] = ..., environment_id: _Optional[str] = ..., environment_sha256: _Optional[str] = ..., environment_python: _Optional[str] = ...) -> None: ...
+    environment_location: str
+    def __init__(self, run: _Optional[_Union[RunRef, _Mapping]] = ..., task: _Optional[str] = ..., version: _Optional[str] = ..., bundle_location: _Optional[str] = ..., payload_json: _Optional[str] = ..., attempt: _Optional[int] = ..., settings: _Optional[_Union[_common_pb2.TaskSettings, _Mapping]] = ..., started_at_unix: _Optional[float] = ..., log_budget_bytes: _Optional[int] = ..., log_bytes_used: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., sealed_env: _Optional[bytes] = ..., env_key_id: _Optional[str] = ..., environment_id: _Optional[str] = ..., environment_sha256: _Optional[str] = ..., environment_python: _Optional[str] = ..., environment_location: _Optional[str] = ...) -> None: ...
 
 class StartRun(_message.Message):
     __slots__ = ("spec",)
