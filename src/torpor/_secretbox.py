@@ -1,9 +1,8 @@
 """Small secrets sealed under a key derived from the snapshot key-encryption key (KEK).
 
 Used for a project's secret environment variables: at rest in Postgres
-("env-at-rest") and on their way to an agent inside a RunSpec, which the
-coordinator's command outbox also keeps in Postgres until delivered
-("env-in-transit"). Each purpose has its own key, derived with HKDF-SHA256 from
+("env-at-rest") and on their way to an agent inside a RunSpec, so that no
+message carries them in clear ("env-in-transit"). Each purpose has its own key, derived with HKDF-SHA256 from
 the KEK, so a value sealed for one never opens as the other. AES-256-GCM, a
 random 96-bit nonce per value, and the caller's context (project and name, or
 run and generation) as authenticated data: a sealed value copied to another

@@ -6,8 +6,8 @@ the KEK's id is kept beside each one, so a secret sealed before a key
 rotation still opens with the old key (--snapshot-old-key-file). A run gets
 the values current at each start; its plain variables travel as they are,
 its secrets sealed again for the trip (purpose "env-in-transit", bound to the
-run and generation), because the command outbox keeps the RunSpec in Postgres
-until it is delivered. The agent opens them with the keys it was handed.
+run and generation), so that no message carries them in clear. The agent
+opens them with the keys it was handed.
 """
 
 from __future__ import annotations
