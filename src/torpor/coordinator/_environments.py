@@ -120,13 +120,7 @@ def deployment(cur: Cursor, version: str, project: str) -> coordinator_pb2.Deplo
     return out
 
 
-def give_to(cur: Cursor, spec: agent_pb2.RunSpec, cache: dict[str, Any]) -> None:
-    """Name the deployment's environment in a run's spec (start or restore)."""
-    if spec.version not in cache:
-        cur.execute("SELECT e.id, e.sha256, e.python, e.location FROM deployments d"
-                    " JOIN environments e ON e.id = d.environment_id WHERE d.version = %s", (spec.version,))
-        cache[spec.version] = cur.fetchone()
-    row = cache[spec.version]
-    if row is not None:
-        spec.environment_id, spec.environment_sha256, spec.environment_python = row["id"], row["sha256"], row["python"]
-        spec.environment_location = row["location"]
+def give_to(spec: agent_pb2.RunSpec, env: dict[str, Any]) -> None:
+    """Name the deployment's environment (its row, read with the task by the scheduler) in a run's spec."""
+    spec.environment_id, spec.environment_sha256, spec.environment_python = env["env_id"], env["sha256"], env["python"]
+    spec.environment_location = env["location"]

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from torpor._proto.v1 import agent_pb2
@@ -124,22 +125,22 @@ def claim_round(cur: Cursor, coordinator_id: str, *, max_claims: int = 256, log_
     )
     locked = {r["id"]: r for r in cur.fetchall()}
     claims: list[Claim] = []
-    specs: dict[tuple[str, str], Any] = {}
+    specs: dict[tuple[str, str], TaskSpec] = {}
     for run_id in chosen:
         if not any(n > 0 for n in free.values()):
             break
         run = locked.get(run_id)
         if run is None:
             continue
-        settings, bundle, project, python = _task_spec(cur, run, specs)
+        task = _task_spec(cur, run, specs)
         ckpt = latest_checkpoint(cur, run) if run["status"] != QUEUED else None
-        need = placement.need_of(run, settings, ckpt, python)
+        need = placement.need_of(run, task.settings, ckpt, task.env["python"] if task.env else "")
         agent = placement.choose(free, offers, need)
         if agent is None:
             placement.mark_unplaced(cur, run, placement.unplaced_reason(need, free, offers))
             continue
         try:
-            claim = _assign(cur, run, agent, settings, bundle, ckpt, log_budget, project=project, keyring=keyring)
+            claim = _assign(cur, run, agent, task, ckpt, log_budget, keyring=keyring)
         except TorporError as exc:  # its secrets cannot be given (a key the coordinator lacks): it waits, saying why
             placement.mark_unplaced(cur, run, str(exc))
             continue
@@ -150,23 +151,35 @@ def claim_round(cur: Cursor, coordinator_id: str, *, max_claims: int = 256, log_
     return claims
 
 
-def _task_spec(cur: Cursor, run: dict[str, Any], cache: dict[tuple[str, str], Any]) -> tuple[Any, str, str, str]:
-    """(settings, bundle location, project, the Python of the deployment's environment or "")."""
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a claim round reads once per (task, version): its settings, code, project and environment."""
+
+    settings: Any = None
+    bundle: str = ""
+    project: str = ""
+    env: dict[str, Any] | None = None  # the deployment's environment row (id, sha256, python, location), if any
+
+
+def _task_spec(cur: Cursor, run: dict[str, Any], cache: dict[tuple[str, str], TaskSpec]) -> TaskSpec:
     key = (run["task"], run["version"])
     if key not in cache:
         cur.execute(
-            "SELECT t.settings, d.bundle_location, d.project, e.python FROM tasks t JOIN deployments d USING (version)"
-            " LEFT JOIN environments e ON e.id = d.environment_id WHERE t.task_id = %s AND t.version = %s",
+            "SELECT t.settings, d.bundle_location, d.project, e.id AS env_id, e.sha256, e.python, e.location"
+            " FROM tasks t JOIN deployments d USING (version) LEFT JOIN environments e ON e.id = d.environment_id"
+            " WHERE t.task_id = %s AND t.version = %s",
             key,
         )
         row = cur.fetchone()
-        cache[key] = (parse_settings(row["settings"]) if row else None, row["bundle_location"] if row else "",
-                      row["project"] if row else "", (row["python"] or "") if row else "")
+        cache[key] = TaskSpec() if row is None else TaskSpec(
+            settings=parse_settings(row["settings"]), bundle=row["bundle_location"], project=row["project"],
+            env=row if row["env_id"] else None)
     return cache[key]
 
 
-def _assign(cur: Cursor, run: dict[str, Any], agent: str, settings: Any, bundle: str, ckpt: dict[str, Any] | None,
-            log_budget: int = 0, *, project: str = "", keyring: Keyring | None = None) -> Claim | None:
+def _assign(cur: Cursor, run: dict[str, Any], agent: str, task: TaskSpec, ckpt: dict[str, Any] | None,
+            log_budget: int = 0, *, keyring: Keyring | None = None) -> Claim | None:
+    settings, bundle, project = task.settings, task.bundle, task.project
     generation = run["generation"] + 1
     first_start = run["started_at"]
     spec = agent_pb2.RunSpec(
@@ -174,7 +187,8 @@ def _assign(cur: Cursor, run: dict[str, Any], agent: str, settings: Any, bundle:
         bundle_location=bundle, payload_json=run["payload_json"], attempt=run["attempt"], settings=settings,
         started_at_unix=first_start.timestamp() if first_start else time.time(), log_budget_bytes=log_budget,
     )
-    environments.give_to(cur, spec, {})  # start or restore: the same packages, at the same path
+    if task.env is not None:  # start or restore: the same packages, at the same path
+        environments.give_to(spec, task.env)
     # The attempt's budget holds across its starts and restores: the agent is told what it kept already.
     cur.execute("SELECT log_bytes FROM attempts WHERE run_id = %s AND number = %s", (run["id"], run["attempt"]))
     kept = cur.fetchone()
