@@ -7,6 +7,8 @@ queue, which survives reconnects.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import platform
@@ -331,7 +333,14 @@ class Agent(CheckpointCommands):
         if handler is None:
             log.warning("ignoring unknown coordinator message %s", kind)
             return
-        self.pool.submit(self._guarded, handler, getattr(msg, kind), kind)
+        body = getattr(msg, kind)
+        if kind in ("start", "restore"):
+            # Held, and so listed in every heartbeat, from the moment the command is read here rather than when
+            # a worker takes it: a heartbeat on this stream without it tells the coordinator it is still on its
+            # way (docs/coordinator.md, "The agent channel contract"). A refusal is the worker's to report.
+            with contextlib.suppress(RuntimeError):
+                handler = functools.partial(handler, slot=self._new_slot(body.spec))
+        self.pool.submit(self._guarded, handler, body, kind)
 
     def _take_keys(self, r: ap.Registered) -> None:
         """Use the snapshot keys the coordinator sent (kept in memory only); without any, keep the old ones."""
@@ -416,11 +425,11 @@ class Agent(CheckpointCommands):
             raise RuntimeError(f"run {slot.run_id} generation {slot.generation} was not launched: "
                                f"{slot.stopping or 'this agent holds no lease'}")
 
-    def _on_start(self, body: ap.StartRun) -> None:
+    def _on_start(self, body: ap.StartRun, slot: RunSlot | None = None) -> None:
         spec = body.spec
         # Held (and so in every heartbeat's list) from now on, even while the
         # bundle downloads: the coordinator counts an unlisted run as lost.
-        slot = self._new_slot(spec)
+        slot = slot if slot is not None else self._new_slot(spec)
         try:
             app = self._app_dir(spec)
             deps = self._deps_dir(spec)
@@ -441,9 +450,9 @@ class Agent(CheckpointCommands):
         self.send(ap.AgentMessage(run_started=ap.RunStarted(run=slot.ref())))
         self._watch(slot)
 
-    def _on_restore(self, body: ap.RestoreRun) -> None:
+    def _on_restore(self, body: ap.RestoreRun, slot: RunSlot | None = None) -> None:
         spec = body.spec
-        slot = self._new_slot(spec)
+        slot = slot if slot is not None else self._new_slot(spec)
         _faults.hit("agent.before_restore")
         if body.HasField("wake") and body.wake.wait_id:
             slot.waits[body.wake.wait_id] = Outcome(result_json=body.wake.result_json, timed_out=body.wake.timed_out)

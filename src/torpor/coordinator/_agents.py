@@ -94,10 +94,13 @@ class Sessions:
         with self._lock:
             return list(self._by_name)
 
-    def send(self, name: str, msg: agent_pb2.CoordinatorMessage) -> bool:
+    def send(self, name: str, msg: agent_pb2.CoordinatorMessage, session_id: str = "") -> bool:
+        """Put ``msg`` on the agent's stream here; with ``session_id``, only if that is still its stream."""
         with self._lock:
             session = self._by_name.get(name)
-        return session.send(msg) if session is not None else False
+        if session is None or session_id and session.id != session_id:
+            return False
+        return session.send(msg)
 
     def sent_cmds(self, name: str) -> set[int] | None:
         with self._lock:

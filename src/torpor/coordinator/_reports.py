@@ -146,13 +146,16 @@ def heartbeat(cur: Cursor, agent: str, session_id: str, hb: agent_pb2.Heartbeat,
     if cur.fetchone() is None:
         raise Superseded(agent)
     replies = _fence(cur, agent, list(hb.holding))
-    # Runs placed here long enough ago that the agent should list them, but does not: lost
-    # (a command that never arrived, a container that vanished unreported).
+    # Runs placed here long enough ago that the agent should list them, but does not: lost (a command lost
+    # with an earlier stream, a container that vanished unreported). Not a run whose StartRun/RestoreRun went
+    # on this very stream: the agent lists a run from the moment it reads its command, and this heartbeat,
+    # sent before that on the same ordered stream, says only that the command is still on its way.
     held = [ref.run_id for ref in hb.holding]
     cur.execute(
         "SELECT id FROM runs WHERE agent = %s AND status IN ('STARTING', 'RUNNING', 'SUSPENDING', 'RESTORING')"
-        " AND NOT (id = ANY(%s)) AND updated_at < now() - make_interval(secs => %s)",
-        (agent, held, lease),
+        " AND NOT (id = ANY(%s)) AND updated_at < now() - make_interval(secs => %s)"
+        " AND NOT (status IN ('STARTING', 'RESTORING') AND placed_session IS NOT DISTINCT FROM %s)",
+        (agent, held, lease, session_id),
     )
     for row in cur.fetchall():
         run = lock_run(cur, row["id"])

@@ -56,7 +56,7 @@ ORDER BY ready_at, seq
 """
 
 _MY_AGENTS = """
-SELECT a.name, a.facts, a.slots - p.n AS free, p.memory
+SELECT a.name, a.facts, a.slots - p.n AS free, p.memory, a.session_id
 FROM agents a, LATERAL (SELECT count(*) AS n, COALESCE(sum(r.memory_bytes), 0) AS memory FROM runs r
                         WHERE r.agent = a.name AND r.status IN ('STARTING', 'RUNNING', 'SUSPENDING', 'RESTORING')) p
 WHERE a.coordinator_id = %s AND a.alive AND a.lease_expires_at > now()
@@ -71,11 +71,12 @@ def _group_lock_key(queue: str, ckey: str) -> int:
 
 
 class Claim:
-    __slots__ = ("agent", "message")
+    __slots__ = ("agent", "message", "session")
 
-    def __init__(self, agent: str, message: agent_pb2.CoordinatorMessage) -> None:
+    def __init__(self, agent: str, message: agent_pb2.CoordinatorMessage, session: str) -> None:
         self.agent = agent
         self.message = message
+        self.session = session  # the agent's stream it must go on (runs.placed_session), or not at all
 
 
 def claim_round(cur: Cursor, coordinator_id: str, *, max_claims: int = 256, log_budget: int = 0,
@@ -84,6 +85,7 @@ def claim_round(cur: Cursor, coordinator_id: str, *, max_claims: int = 256, log_
     mine = cur.fetchall()
     free = {r["name"]: int(r["free"]) for r in mine if r["free"] > 0}
     offers = {r["name"]: placement.offer_of(r["facts"], int(r["memory"])) for r in mine}
+    sessions = {r["name"]: r["session_id"] or "" for r in mine}
     total = min(max_claims, sum(free.values()))
     if total <= 0:
         return []
@@ -140,7 +142,7 @@ def claim_round(cur: Cursor, coordinator_id: str, *, max_claims: int = 256, log_
             placement.mark_unplaced(cur, run, placement.unplaced_reason(need, free, offers))
             continue
         try:
-            claim = _assign(cur, run, agent, task, ckpt, log_budget, keyring=keyring)
+            claim = _assign(cur, run, agent, sessions[agent], task, ckpt, log_budget, keyring=keyring)
         except TorporError as exc:  # its secrets cannot be given (a key the coordinator lacks): it waits, saying why
             placement.mark_unplaced(cur, run, str(exc))
             continue
@@ -177,7 +179,7 @@ def _task_spec(cur: Cursor, run: dict[str, Any], cache: dict[tuple[str, str], Ta
     return cache[key]
 
 
-def _assign(cur: Cursor, run: dict[str, Any], agent: str, task: TaskSpec, ckpt: dict[str, Any] | None,
+def _assign(cur: Cursor, run: dict[str, Any], agent: str, session: str, task: TaskSpec, ckpt: dict[str, Any] | None,
             log_budget: int = 0, *, keyring: Keyring | None = None) -> Claim | None:
     settings, bundle, project = task.settings, task.bundle, task.project
     generation = run["generation"] + 1
@@ -198,8 +200,8 @@ def _assign(cur: Cursor, run: dict[str, Any], agent: str, task: TaskSpec, ckpt: 
             project_env.give_to(cur, keyring, spec, project)
         cur.execute(
             "UPDATE runs SET status = 'STARTING', agent = %s, generation = %s, updated_at = now(), unplaced = NULL,"
-            " started_at = COALESCE(started_at, now()) WHERE id = %s AND status = 'QUEUED'",
-            (agent, generation, run["id"]),
+            " placed_session = %s, started_at = COALESCE(started_at, now()) WHERE id = %s AND status = 'QUEUED'",
+            (agent, generation, session, run["id"]),
         )
         cur.execute(
             "INSERT INTO attempts (run_id, number, status, agent) VALUES (%s, %s, 'STARTING', %s)"
@@ -208,7 +210,7 @@ def _assign(cur: Cursor, run: dict[str, Any], agent: str, task: TaskSpec, ckpt: 
         )
         add_event(cur, run, "starting", f"attempt {run['attempt']}, generation {generation}", agent=agent)
         notify_run(cur, run["id"])
-        return Claim(agent, agent_pb2.CoordinatorMessage(start=agent_pb2.StartRun(spec=spec)))
+        return Claim(agent, agent_pb2.CoordinatorMessage(start=agent_pb2.StartRun(spec=spec)), session)
     if ckpt is None:
         # Nothing to restore from any more: the attempt starts over.
         cur.execute(
@@ -227,19 +229,19 @@ def _assign(cur: Cursor, run: dict[str, Any], agent: str, task: TaskSpec, ckpt: 
         if wp is not None and wp["resolved_at"] is not None:
             restore.wake.CopyFrom(wake_of({**run, "generation": generation}, wp))
     cur.execute(
-        "UPDATE runs SET agent = %s, generation = %s, updated_at = now(), unplaced = NULL"
+        "UPDATE runs SET agent = %s, generation = %s, updated_at = now(), unplaced = NULL, placed_session = %s"
         " WHERE id = %s AND status = 'RESTORING'",
-        (agent, generation, run["id"]),
+        (agent, generation, session, run["id"]),
     )
     add_event(cur, run, "restoring", f"from checkpoint {ckpt['id']}, generation {generation}", agent=agent)
     notify_run(cur, run["id"])
-    return Claim(agent, agent_pb2.CoordinatorMessage(restore=restore))
+    return Claim(agent, agent_pb2.CoordinatorMessage(restore=restore), session)
 
 
 class Scheduler:
     """A thread that runs claim rounds when woken (trigger, slot freed, wait over) or every poll period."""
 
-    def __init__(self, db: Database, coordinator_id: str, send: Callable[[str, agent_pb2.CoordinatorMessage], bool], *,
+    def __init__(self, db: Database, coordinator_id: str, send: Callable[[str, agent_pb2.CoordinatorMessage, str], bool], *,
                  poll: float, log_budget: int = 0, keys: Callable[[], Keyring | None] = lambda: None) -> None:
         self._db = db
         self._keys = keys
@@ -275,8 +277,9 @@ class Scheduler:
                     by_agent: dict[str, int] = defaultdict(int)
                     for claim in claims:
                         by_agent[claim.agent] += 1
-                        if not self._send(claim.agent, claim.message):
-                            log.warning("agent %s went away before its command was sent; its lease decides", claim.agent)
+                        if not self._send(claim.agent, claim.message, claim.session):
+                            log.warning("agent %s went away or reconnected before its command was sent; its next "
+                                        "stream's heartbeats decide", claim.agent)
                     if not claims:
                         break
             except TransitionError:

@@ -215,9 +215,9 @@ class FakeAgent:
     def _beat(self) -> None:
         while not self._stop.wait(0.15):
             if self.heartbeat and self.registered.is_set():
-                with self._cond:
+                with self._cond:  # listed and queued in one breath: see exit()
                     refs = [agent_pb2.RunRef(run_id=r, generation=g) for r, g in self.held.items()]
-                self.send(heartbeat=agent_pb2.Heartbeat(slots_used=len(refs), holding=refs))
+                    self.send(heartbeat=agent_pb2.Heartbeat(slots_used=len(refs), holding=refs))
 
     def send(self, **kw: Any) -> None:
         self._out.put(agent_pb2.AgentMessage(**kw))
@@ -258,11 +258,13 @@ class FakeAgent:
         import json
 
         ref = self.ref(run_id)
+        # Forgotten and reported under one lock, as the real agent lists a run until its exit is acknowledged:
+        # a heartbeat queued between the two would tell the coordinator the run vanished (lost, restarted).
         with self._cond:
             self.held.pop(run_id, None)
-        self.send(run_exited=agent_pb2.RunExited(run=ref, exit_code=code, has_result=has_result,
-                                                  output_json=json.dumps(output) if not error else "",
-                                                  error=error, traceback=traceback, reason=reason))
+            self.send(run_exited=agent_pb2.RunExited(run=ref, exit_code=code, has_result=has_result,
+                                                      output_json=json.dumps(output) if not error else "",
+                                                      error=error, traceback=traceback, reason=reason))
 
     def checkpoint(self, run_id: str, ckpt_id: str, kind: int = common_pb2.SUSPEND, request_id: str = "",
                    key_id: str = "", network: str = "") -> None:

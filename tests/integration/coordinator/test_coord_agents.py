@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from helpers import assert_eventually
 from coord_support import (  # noqa: F401  (fixtures)
     JOIN_TOKEN, FakeAgent, agents, client, coordinator, deploy, running, suspend_on, start_coordinator, status, task, wait_status,
@@ -79,17 +81,36 @@ def test_register_with_stale_holdings_is_fenced(client, agents):
     assert client.get_run(run_id).agent == "a1"
 
 
-def test_unplaced_run_not_held_by_its_agent_is_recovered(client, agents):
+def test_a_start_lost_with_its_stream_is_placed_again_without_spending(client, agents):
     deploy(client, task("lost"))
     a1 = agents("a1", slots=1, auto_start=False)
     run_id = client.trigger("lost").run_id
     a1.wait_command("start", run_id)
     with a1._cond:
-        a1.held.pop(run_id)  # the start command "never arrived"
-    second = a1.wait_command("start", run_id, after=1, timeout=5)
+        a1.held.pop(run_id)  # the start command "never arrived" ...
+    a1.close()  # ... and its stream ended: the agent's next stream does not list the run
+    again = agents("a1", slots=1, auto_start=False)
+    second = again.wait_command("start", run_id, timeout=5)
     assert second.start.spec.run.generation == 2
     run = client.get_run(run_id)
     assert any("never received the run" in e.detail for e in run.events)
+    assert run.attempt == 1  # no host failure spent: nothing ran
+
+
+def test_a_start_still_on_its_way_is_not_given_away(client, agents):
+    """Heartbeats on the stream the StartRun went on, sent before the agent read it, do not list the run:
+    that is no proof it was lost (a slow reader, a busy worker pool), and placing it again would let the late
+    command start a second copy. Forced here by an agent that keeps heartbeating without listing it."""
+    deploy(client, task("slow-to-read"))
+    a1 = agents("a1", slots=1, auto_start=False)
+    run_id = client.trigger("slow-to-read").run_id
+    a1.wait_command("start", run_id)
+    with a1._cond:
+        a1.held.pop(run_id)
+    time.sleep(3.0)  # three leases of heartbeats without the run (checked below, not timed)
+    assert a1.count("start", run_id) == 1
+    run = client.get_run(run_id)
+    assert run.generation == 1 and common_pb2.RunStatus.Name(run.status) == "STARTING", run
 
 
 def test_start_refused_by_agent_requeues(client, agents):
