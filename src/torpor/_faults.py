@@ -24,6 +24,7 @@ POINTS = {
     "agent.before_record": "the snapshot is durable in the store, before the checkpoint is reported",
     "agent.checkpoint_sent": "a leave-running checkpoint's record was sent, before its acknowledgement is awaited",
     "agent.before_restore": "a restore was received, before the download starts",
+    "agent.before_restored_report": "a restored run is running again, before RunStarted reports it",
     "agent.before_resolve": "a WaitResolved found no suspend under way, before it resolves the wait",
 }
 

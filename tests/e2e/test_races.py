@@ -2,7 +2,8 @@
 
 The agent is started with fault points that hold it at an exact moment
 (torpor/_faults.py): before CRIU starts a dump, after the snapshot is durable
-but before the checkpoint is reported, and before a restore downloads.
+but before the checkpoint is reported, before a restore downloads, and after
+a restored process runs again but before the agent reports the restore.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ HOLD = 3.0
 
 @pytest.fixture(scope="module")
 def slow() -> Iterator[Stack]:
-    faults = f"agent.before_dump=sleep:{HOLD},agent.before_record=sleep:{HOLD},agent.before_restore=sleep:{HOLD}"
+    faults = (f"agent.before_dump=sleep:{HOLD},agent.before_record=sleep:{HOLD},agent.before_restore=sleep:{HOLD},"
+              f"agent.before_restored_report=sleep:{HOLD}")
     yield from make_stack(1, "--slots", "4", "--suspend-threshold", "2", env={"TORPOR_FAULTS": faults})
 
 
@@ -80,3 +82,13 @@ def test_cancel_during_restore(slow):
                       timeout=30, msg="a run canceled during its restore still has a container")
     assert_eventually(lambda: slow.cli_json("agents", "list")[0]["slots_used"] == 0, timeout=30)
     assert slow.cli_json("runs", "show", run_id)["status"] == "CANCELED"
+
+
+def test_a_restored_thread_asks_for_a_wait_before_the_restore_is_reported(slow):
+    # The agent holds HOLD seconds between the restored process running again and RunStarted: the second
+    # thread's wait comes in that gap, and must reach the coordinator after the report, not be dropped.
+    # The second wait outlasts the hold by more than the suspend threshold: it suspends the run again.
+    run_id = trigger(slow, "restless", {"seconds": 3, "second": HOLD + 5})
+    done = wait_status(slow, run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=120)
+    assert done["status"] == "COMPLETED" and done["output"] == {"second_wait_done": True}, done
+    assert event_types(slow, run_id).count("restored") >= 2, event_types(slow, run_id)

@@ -447,7 +447,7 @@ class Agent(CheckpointCommands):
             raise
         if slot.stopping:  # named stale while runc started it: it must not go on
             self.mgr.runc.kill(slot.container.id, "KILL", every_process=True)
-        self.send(ap.AgentMessage(run_started=ap.RunStarted(run=slot.ref())))
+        slot.report_started(ap.AgentMessage(run_started=ap.RunStarted(run=slot.ref())))
         self._watch(slot)
 
     def _on_restore(self, body: ap.RestoreRun, slot: RunSlot | None = None) -> None:
@@ -491,8 +491,9 @@ class Agent(CheckpointCommands):
         restore_ms = int((time.monotonic() - t0) * 1000)
         if slot.stopping:  # named stale while CRIU restored it: it must not go on
             self.mgr.runc.kill(slot.container.id, "KILL", every_process=True)
-        self.send(ap.AgentMessage(run_started=ap.RunStarted(run=slot.ref(), restored=True,
-                                                            checkpoint_id=body.checkpoint_id, restore_ms=restore_ms)))
+        _faults.hit("agent.before_restored_report")
+        slot.report_started(ap.AgentMessage(run_started=ap.RunStarted(
+            run=slot.ref(), restored=True, checkpoint_id=body.checkpoint_id, restore_ms=restore_ms)))
         # Always: a task restored from a checkpoint taken while it waited (torpor.checkpoint(), a short
         # in-place wait, a wait not yet suspended) asks this agent for its outcome, hears the wait is
         # unknown here and sends it again. A task that was not waiting ignores the signal.

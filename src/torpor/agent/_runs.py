@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[ap.AgentMessage], object]
 TOKEN_CONFIRM_SECONDS = 60.0
+REPORTED_SECONDS = 120.0
+"""How long a request of the task waits for the agent to report the run started (see ``RunSlot.reported``)."""
+# Requests that make the agent tell the coordinator something about the run.
+_REPORTING = frozenset({"wait", "checkpoint", "trigger", "create_token", "metadata"})
 
 
 @dataclass
@@ -63,6 +67,12 @@ class RunSlot:
     _triggers: dict[str, Future[ap.ChildTriggered]] = field(default_factory=dict)
     _checkpoints: list[str] = field(default_factory=list)
     """Wait ids of torpor.checkpoint() calls not yet taken, served in order by one thread."""
+    reported: threading.Event = field(default_factory=threading.Event)
+    """Set once RunStarted is in the outbox. The task runs before that (runc and CRIU let it go before they
+    return), and a thread of a restored task may ask for a wait at once: sent first, the coordinator, which
+    still sees the run STARTING or RESTORING, would ignore it and the task would wait forever. So every
+    request that reports something waits for this, and the outbox keeps the order (docs/coordinator.md,
+    "What each side does before the other may act")."""
 
     @property
     def run_id(self) -> str:
@@ -96,8 +106,24 @@ class RunSlot:
 
     # -- runtime requests --------------------------------------------------------
 
+    def report_started(self, msg: ap.AgentMessage) -> None:
+        """Send the RunStarted report, then let the task's held requests go after it."""
+        self.send(msg)
+        self.reported.set()
+
+    def _until_reported(self) -> rt.RuntimeResponse | None:
+        """Hold a request until the run's start is reported; a refusal if it never is (the run is ending)."""
+        give_up = time.monotonic() + REPORTED_SECONDS
+        while not self.reported.wait(0.1):
+            if self.stopping or time.monotonic() > give_up:
+                return rt.RuntimeResponse(error=f"run {self.run_id} is {self.stopping or 'not reported started'} "
+                                                "on this agent; the request was not sent")
+        return None
+
     def handle(self, req: rt.RuntimeRequest) -> rt.RuntimeResponse:
         kind = req.WhichOneof("msg")
+        if kind in _REPORTING and (held := self._until_reported()) is not None:
+            return held
         if kind == "context":
             s = self.spec
             return rt.RuntimeResponse(context=rt.RunContext(

@@ -325,3 +325,30 @@ def env_probe(payload):
     print("env-probe ran", flush=True)
     return {"plain": os.environ.get(payload.get("plain", "")),
             "secret_sha256": hashlib.sha256(secret.encode()).hexdigest() if secret is not None else None}
+
+
+@task(id="restless")
+def restless(payload):
+    """A second thread asks for a long wait the moment the process is running again after a restore: before
+    the agent has reported the restore, if the agent is held there (tests/e2e/test_races.py)."""
+    import threading
+
+    seconds = payload.get("seconds", 3)
+    second: dict = {}
+
+    def watch():
+        last = time.time()
+        while True:
+            time.sleep(0.005)
+            now = time.time()
+            if now - last > 1.0:  # frozen for more than a second: dumped, and running again from the image
+                break
+            last = now
+        wait.for_(seconds=payload.get("second", seconds))
+        second["done"] = True
+
+    t = threading.Thread(target=watch)
+    t.start()
+    wait.for_(seconds=seconds)
+    t.join()
+    return {"second_wait_done": second.get("done", False)}

@@ -56,6 +56,7 @@ def _app(state_dir: Path) -> Path:
 def _slot(run_id: str, sent: list[ap.AgentMessage], bounds: AgentBounds, gate: threading.Semaphore):  # type: ignore[no-untyped-def]
     slot = RunSlot(spec=ap.RunSpec(run=ap.RunRef(run_id=run_id, generation=1), attempt=1), send=sent.append,
                    suspend_threshold=5.0, request_checkpoint=lambda *_: None, bounds=bounds)
+    slot.reported.set()  # as the agent does once RunStarted is sent
 
     def before_launch(socket_dir: Path) -> None:
         slot.server = RuntimeServer(socket_dir, slot.handle, name=run_id, bounds=bounds, gate=gate)

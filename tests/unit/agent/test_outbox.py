@@ -85,6 +85,7 @@ def test_create_token_returns_only_once_the_coordinator_has_the_token():
 
     slot = RunSlot(spec=ap.RunSpec(run=_ref("r")), send=lambda m: None, suspend_threshold=5,
                    request_checkpoint=lambda *a: None, send_confirmed=confirm)
+    slot.reported.set()
     resp = slot.handle(rt.RuntimeRequest(create_token=rt.RuntimeCreateToken()))
     assert resp.token.token_id.startswith("tok_") and confirmed == [resp.token.token_id]
 

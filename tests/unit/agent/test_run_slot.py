@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from torpor._proto.v1 import agent_pb2 as ap
 from torpor._proto.v1 import runtime_pb2 as rt
 from torpor.agent._runs import Outcome, RunSlot
@@ -9,8 +11,10 @@ from torpor.agent._runs import Outcome, RunSlot
 
 def _slot(sent: list, checkpoints: list) -> RunSlot:  # type: ignore[type-arg]
     spec = ap.RunSpec(run=ap.RunRef(run_id="run_1", generation=2), task="t", attempt=1)
-    return RunSlot(spec=spec, send=sent.append, suspend_threshold=5.0,
+    slot = RunSlot(spec=spec, send=sent.append, suspend_threshold=5.0,
                    request_checkpoint=lambda slot, wait_id: checkpoints.append(wait_id))
+    slot.reported.set()
+    return slot
 
 
 def _result(slot: RunSlot, wait_id: str) -> rt.WaitOutcome:
@@ -48,3 +52,38 @@ def test_a_short_wait_sent_again_re_arms_here():
     while _result(slot, "w1") == rt.WaitOutcome(ready=False) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert slot.waits == {}  # its due time had passed: served (and consumed) at once
+
+
+def _wait_in_thread(slot: RunSlot, wait_id: str) -> tuple[threading.Thread, list]:  # type: ignore[type-arg]
+    got: list = []
+    req = rt.RuntimeRequest(wait=rt.RuntimeWait(wait_id=wait_id, token_id="tok_1"))
+    t = threading.Thread(target=lambda: got.append(slot.handle(req)))
+    t.start()
+    return t, got
+
+
+def test_a_wait_asked_before_the_start_is_reported_goes_after_the_report():
+    """A restored task's thread asks for a wait while the agent has not yet sent RunStarted (the order is
+    forced here): sent first, the coordinator would find the run RESTORING, ignore it, and the task would
+    wait forever."""
+    sent: list = []
+    spec = ap.RunSpec(run=ap.RunRef(run_id="run_1", generation=2), task="t", attempt=1)
+    slot = RunSlot(spec=spec, send=sent.append, suspend_threshold=5.0, request_checkpoint=lambda *a: None)
+    t, got = _wait_in_thread(slot, "w1")
+    t.join(timeout=0.5)
+    assert t.is_alive() and sent == [], "the wait was sent before the run's start was reported"
+    slot.report_started(ap.AgentMessage(run_started=ap.RunStarted(run=slot.ref(), restored=True)))
+    t.join(timeout=5)
+    assert [m.WhichOneof("msg") for m in sent] == ["run_started", "wait_requested"]
+    assert got[0].wait_accepted == rt.WaitAccepted(resolved=False)
+
+
+def test_a_request_held_for_a_run_that_ends_instead_is_refused():
+    sent: list = []
+    spec = ap.RunSpec(run=ap.RunRef(run_id="run_1", generation=1), task="t", attempt=1)
+    slot = RunSlot(spec=spec, send=sent.append, suspend_threshold=5.0, request_checkpoint=lambda *a: None)
+    t, got = _wait_in_thread(slot, "w1")
+    slot.stopping = "stale_generation"  # named stale while runc launched it: never reported
+    t.join(timeout=5)
+    assert not t.is_alive() and sent == []
+    assert "stale_generation" in got[0].error

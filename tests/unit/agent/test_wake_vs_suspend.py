@@ -25,6 +25,7 @@ def _agent_with_a_waiting_run() -> tuple[Agent, RunSlot, list[ap.AgentMessage], 
     dumps: list[str] = []
     spec = ap.RunSpec(run=ap.RunRef(run_id="run_1", generation=3), task="t", attempt=1)
     slot = RunSlot(spec=spec, send=sent.append, suspend_threshold=5.0, request_checkpoint=lambda *a: None)
+    slot.reported.set()
     slot.container = SimpleNamespace(running=False, pid=0)  # type: ignore[assignment]
     slot.waits["w1"] = None  # the task asked for the wait; the coordinator said go ahead and dump
     agent = object.__new__(Agent)  # only the command handlers and their collaborators below
