@@ -58,6 +58,7 @@ class CheckpointCommands:
         except BaseException:
             with slot.lock:
                 slot.suspending = False
+                late, slot.resolved_while_dumping = slot.resolved_while_dumping, None
             container = slot.container
             if slot.stopping or not container.running:
                 # Killed (canceled) while the dump was being prepared: the exit
@@ -67,6 +68,10 @@ class CheckpointCommands:
                 return
             if slot.server is not None:
                 slot.server.start()
+            if late is not None and slot.resolve(late.wait_id, Outcome(result_json=late.result_json,
+                                                                       timed_out=late.timed_out)):
+                # Resolved while the dump ran: the run stays here, so the task is woken here.
+                self.send(ap.AgentMessage(run_resumed=ap.RunResumed(run=slot.ref(), wait_id=late.wait_id)))
             raise
         self.send(ap.AgentMessage(checkpoint_recorded=ap.CheckpointRecorded(run=slot.ref(), checkpoint=manifest)))
         slot.flush_logs()

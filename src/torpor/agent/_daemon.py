@@ -560,7 +560,10 @@ class Agent(CheckpointCommands):
         # coordinator, which restores the run with this result). Never both a resume and a dump.
         with slot.lock:
             if slot.suspending:
-                return  # the dump is under way: the coordinator restores with this result
+                # The dump is under way: the coordinator restores with this result, or, if the dump fails,
+                # _on_suspend applies it here (the coordinator sends a resolution once).
+                slot.resolved_while_dumping = body
+                return
             _faults.hit("agent.before_resolve")
             resumed = slot.resolve(body.wait_id, Outcome(result_json=body.result_json, timed_out=body.timed_out))
         if resumed:

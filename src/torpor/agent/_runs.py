@@ -67,6 +67,9 @@ class RunSlot:
     _triggers: dict[str, Future[ap.ChildTriggered]] = field(default_factory=dict)
     _checkpoints: list[str] = field(default_factory=list)
     """Wait ids of torpor.checkpoint() calls not yet taken, served in order by one thread."""
+    resolved_while_dumping: ap.WaitResolved | None = None
+    """A WaitResolved that came while a suspension dump was under way (under ``lock``). Left to the coordinator's
+    restore if the dump succeeds; applied here if it fails, since the coordinator will not send it again."""
     reported: threading.Event = field(default_factory=threading.Event)
     """Set once RunStarted is in the outbox. The task runs before that (runc and CRIU let it go before they
     return), and a thread of a restored task may ask for a wait at once: sent first, the coordinator, which
@@ -89,7 +92,7 @@ class RunSlot:
 
     def wake(self) -> None:
         c = self.container
-        if c is not None and c.running:
+        if c is not None and c.running and c.pid > 0:  # never kill(0): that signals the agent's own group
             try:
                 os.kill(c.pid, signal.SIGUSR1)
             except ProcessLookupError:

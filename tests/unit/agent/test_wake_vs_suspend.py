@@ -67,3 +67,28 @@ def test_a_resolve_after_the_dump_began_is_left_to_the_coordinator():
     agent._on_wait_resolved(ap.WaitResolved(run=ref, wait_id="w1", result_json="1"))
     assert [m.WhichOneof("msg") for m in sent] == ["checkpoint_recorded", "run_exited"] and dumps == ["dumped"]
     assert slot.waits["w1"] is None  # not resolved here: the restore carries the result
+
+
+def test_a_resolve_during_a_dump_that_then_fails_wakes_the_task_here():
+    """The coordinator sends a wait's resolution once. Left aside while the dump ran, it must be applied when
+    the dump fails and the run stays here; before the fix the task waited forever (run stuck SUSPENDING)."""
+    agent, slot, sent, dumps = _agent_with_a_waiting_run()
+    slot.container = SimpleNamespace(running=True, pid=0)  # type: ignore[assignment]
+    woken: list[int] = []
+    slot.wake = lambda: woken.append(1)  # type: ignore[method-assign]
+    ref = ap.RunRef(run_id="run_1", generation=3)
+
+    def dump_that_fails(s: RunSlot, *, kind: int, leave_running: bool) -> cm.Checkpoint:
+        assert s.suspending
+        agent._on_wait_resolved(ap.WaitResolved(run=ref, wait_id="w1", result_json="7"))  # arrives mid-dump
+        assert [m.WhichOneof("msg") for m in sent] == []  # nothing done about it yet
+        raise RuntimeError("CRIU failed")
+
+    agent._dump = dump_that_fails  # type: ignore[method-assign]
+    try:
+        agent._on_suspend(ap.SuspendRun(run=ref, wait_id="w1"))
+        raise AssertionError("the failed dump was not reported")
+    except RuntimeError as exc:
+        assert "CRIU failed" in str(exc)
+    assert [m.WhichOneof("msg") for m in sent] == ["run_resumed"] and woken == [1]
+    assert slot.waits["w1"] is not None and slot.waits["w1"].result_json == "7" and not slot.suspending
