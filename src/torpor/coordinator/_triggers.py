@@ -80,6 +80,11 @@ def check_new_run(item: NewRun, limits: Limits) -> None:
     """Raise ConfigError (INVALID_ARGUMENT) with a precise message when ``item`` breaks a limit."""
     if not item.task:
         raise ConfigError("task is required")
+    for name, value in (("task", item.task), ("version", item.version), ("idempotency key", item.idempotency_key),
+                        ("queue", item.queue), ("concurrency key", item.concurrency_key),
+                        *(("tag", t) for t in item.tags)):
+        if "\0" in value:  # PostgreSQL text cannot hold it: refused here with a message, not by the database
+            raise ConfigError(f"{name} {value[:40]!r} contains a NUL character, which is not allowed")
     size = len(item.payload_json.encode("utf-8"))
     if size > limits.max_payload_bytes:
         raise ConfigError(f"payload is {size} bytes; the limit is {limits.max_payload_bytes} bytes")

@@ -56,6 +56,8 @@ LIMITS = Limits()
     (NewRun(task="t", tags=[""]), "tag '' must have 1 to 128 characters"),
     (NewRun(task="t", idempotency_key="k" * 2049), "idempotency key has 2049 characters; at most 2048 are allowed"),
     (NewRun(task="t", delay=-0.5), "delay must be zero or positive, got -0.5"),
+    (NewRun(task="t", tags=["a\0b"]), "tag 'a\\x00b' contains a NUL character, which is not allowed"),
+    (NewRun(task="t", concurrency_key="user\0"), "concurrency key 'user\\x00' contains a NUL character, which is not allowed"),
 ])
 def test_bad_items(item, message):
     with pytest.raises(ConfigError) as err:
