@@ -109,6 +109,7 @@ def bench_one(mgr: ContainerManager, app: Path, mb: int, store_kind: str, s3ctx)
     t = time.monotonic()
     r = mgr.restore(manifest)
     result["restore_s"] = round(time.monotonic() - t, 3)
+    result["restore_timings_ms"] = r.timings_ms  # download (fetch, open, unpack), setup, criu (runc restore)
     wait_for(lambda: log.stat().st_size > size, timeout=30)
     mgr.kill(r)
 

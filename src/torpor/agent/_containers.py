@@ -97,6 +97,8 @@ class Container:
     pid: int
     restored_from: str | None = None
     _pumps: list[threading.Thread] = field(default_factory=list)
+    timings_ms: dict[str, int] = field(default_factory=dict)
+    """A restore's phases: download (fetch, open, unpack), setup (namespace, bundle), criu (runc restore)."""
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the container to end; its exit status (128+N when killed by signal N)."""
@@ -460,7 +462,9 @@ class ContainerManager:
         container_id = self._new_id(run_id)
         image_dir = self.images / f"{container_id}-restore"
         work_dir = self.state / "criu" / f"{container_id}.work"
+        t0 = time.monotonic()
         download_image(self.store, manifest, image_dir, keys=keys, progress=progress)
+        t1 = time.monotonic()
         try:
             # CRIU opens some images from inside the new user namespace before
             # its id maps exist, so they must be readable by "others"; the
@@ -475,13 +479,17 @@ class ContainerManager:
                 bundle = write_bundle(self.state / "containers" / container_id, spec, criu_config=self.criu_config)
                 work_dir.mkdir(parents=True, exist_ok=True)
             log.info("restoring %s as container %s", manifest.checkpoint_id, container_id, extra={"run_id": run_id})
-            return self._launch(
+            t2 = time.monotonic()
+            container = self._launch(
                 run_id, container_id, bundle,
                 lambda o, e, pf: self.runc.spawn_restore(container_id, bundle, image_dir=image_dir, work_dir=work_dir,
                                                          stdout=o, stderr=e, pid_file=pf),
                 f"restore of checkpoint {manifest.checkpoint_id} (run {run_id})", work_dir / "restore.log",
                 manifest.checkpoint_id, spec.socket_dir, log_budget,
             )
+            container.timings_ms = {"download": int((t1 - t0) * 1000), "setup": int((t2 - t1) * 1000),
+                                    "criu": int((time.monotonic() - t2) * 1000)}
+            return container
         finally:
             _remove_later(image_dir)  # CRIU is done with it; freeing it need not delay the run
 
