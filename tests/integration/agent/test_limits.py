@@ -72,3 +72,34 @@ def test_a_sigkill_from_elsewhere_is_not_taken_for_the_oom_killer(make_agent, fi
     os.kill(c.pid, signal.SIGKILL)
     assert c.wait(timeout=30) == 137
     assert agent.mgr.oom_killed(c) is False
+
+
+CPU_PROBE = r"""
+import time
+t0, c0 = time.monotonic(), time.process_time()
+while time.monotonic() - t0 < 2.0:
+    pass
+print(round((time.process_time() - c0) / (time.monotonic() - t0), 3), flush=True)
+"""
+
+
+def test_cpus_sets_a_cpu_quota_the_task_cannot_exceed(make_agent, file_store, state_dir):
+    """@task(cpus=0.5): the container's CFS quota is half a core, and a busy loop gets no more than that."""
+    from pathlib import Path
+
+    agent = make_agent(file_store)
+    app = state_dir / "cpu-app"
+    app.mkdir(mode=0o755)
+    (app / "spin.py").write_text(CPU_PROBE)
+    c = agent.start(run_id="run-cpu", args=["/usr/bin/python3", "/app/spin.py"], app_dir=app,
+                    limits=Limits(cpus=0.5, pids=64))
+    root = Path("/sys/fs/cgroup")
+    relative = f"{agent.mgr.cgroup_parent}/{c.id}"
+    if (root / "cgroup.controllers").exists():  # cgroup v2
+        assert (root / relative / "cpu.max").read_text().split() == ["50000", "100000"]
+    else:
+        assert (root / "cpu" / relative / "cpu.cfs_quota_us").read_text().strip() == "50000"
+        assert (root / "cpu" / relative / "cpu.cfs_period_us").read_text().strip() == "100000"
+    assert c.wait(timeout=60) == 0
+    share = float(agent.mgr.run_log("run-cpu", "stdout").read_text().split()[0])
+    assert share <= 0.6, f"a task limited to half a core used {share:.2f} of one"
