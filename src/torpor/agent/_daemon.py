@@ -2,7 +2,8 @@
 
 Commands from the coordinator run in worker threads so a long dump never
 stalls the stream; everything the agent reports goes through one outgoing
-queue, which survives reconnects.
+queue, which survives reconnects. Starting and restoring runs is in
+agent/_launches.py, dumping them in agent/_checkpoints.py (mixins of Agent).
 """
 
 from __future__ import annotations
@@ -17,38 +18,31 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 import psutil
 
 from torpor import _faults
-from torpor._errors import ConfigError, CriuError, IntegrityError, MissingKeyError, NotFoundError, StoreError
+from torpor._errors import ConfigError, StoreError
 from torpor._logging import bind
 from torpor._proto.v1 import agent_pb2 as ap
 from torpor._proto.v1 import agent_pb2_grpc as ag
 from torpor._proto.v1 import common_pb2 as cm
 from torpor._seal import keyring_of
-from torpor._secretbox import open_run_env
-from torpor.agent import _bundle, _hygiene
+from torpor.agent import _hygiene
 from torpor.agent._bounds import AgentBounds
 from torpor.agent._checkpoints import CheckpointCommands
-from torpor.agent._environments import Environments, WrongPython, python_version
+from torpor.agent._environments import Environments, python_version
 from torpor.agent._containers import AgentConfig, ContainerManager
 from torpor.agent._fence import Fence, Freezer
 from torpor.agent._fence import now as fence_clock
-from torpor.agent._logs import LogBudget, LogRelay
-from torpor.agent._oci import Limits
+from torpor.agent._launches import LaunchCommands
 from torpor.agent._outbox import Outbox
 from torpor.agent._runc import Runc
 from torpor.agent._runs import Outcome, RunSlot
-from torpor.agent._runtime_server import RuntimeServer
 from torpor.store import Store
 
 log = logging.getLogger(__name__)
-
-ENTRYPOINT = ["-m", "torpor.sdk._entry"]
-
 
 @dataclass(frozen=True, kw_only=True)
 class DaemonConfig:
@@ -78,7 +72,7 @@ class DaemonConfig:
     """Memory offered to runs, which the coordinator fills with their memory limits; 0 = the host's total."""
 
 
-class Agent(CheckpointCommands):
+class Agent(CheckpointCommands, LaunchCommands):
     def __init__(self, config: DaemonConfig, *, containers: AgentConfig, runc: Runc, store: Store) -> None:
         self.config = config
         self.store = store
@@ -375,137 +369,6 @@ class Agent(CheckpointCommands):
                      slot.generation if slot else None)
             return None
         return slot
-
-    def _limits(self, spec: ap.RunSpec) -> Limits:
-        s = spec.settings
-        return Limits(memory_bytes=s.memory_bytes, cpus=s.cpus, pids=s.pids_limit or 512)
-
-    def _app_dir(self, spec: ap.RunSpec) -> Path:
-        return _bundle.fetch(self.store, spec.version, self.mgr.state / "bundles")
-
-    def _deps_dir(self, spec: ap.RunSpec) -> Path | None:
-        if not spec.environment_id:
-            return None
-        return self.envs.get(spec.environment_id, spec.environment_sha256, spec.environment_python,
-                             spec.environment_location)
-
-    def _new_slot(self, spec: ap.RunSpec) -> RunSlot:
-        slot = RunSlot(spec=spec, send=self.send, suspend_threshold=self.config.suspend_threshold,
-                       request_checkpoint=self._checkpoint_for_task, send_confirmed=self.outbox.send_confirmed,
-                       bounds=self.config.bounds, logs=LogRelay(self.outbox.send_log, spec.run, spec.attempt))
-        with self.lock:
-            old = self.runs.get(spec.run.run_id)
-            if old is not None and old.generation >= spec.run.generation:
-                raise RuntimeError(f"run {spec.run.run_id} is already held here at generation {old.generation}")
-            self.runs[spec.run.run_id] = slot
-        if old is not None:  # a newer generation replaces a stale copy: fencing
-            self._kill(old, "stale_generation")
-        return slot
-
-    def _serve(self, slot: RunSlot):  # type: ignore[no-untyped-def]
-        def before_launch(socket_dir: Path) -> None:
-            self._may_launch(slot)
-            slot.server = RuntimeServer(socket_dir, slot.handle, name=slot.run_id, bounds=self.config.bounds,
-                                        gate=self.runtime_gate)
-            slot.server.start()
-        return before_launch
-
-    def _may_launch(self, slot: RunSlot) -> None:
-        """Right before runc starts or restores: not while fenced, and never a run given away meanwhile.
-
-        A start or restore that was under way while this agent could not renew
-        (hung, cut off) waits for the next confirmed renewal, which names the
-        run stale if the coordinator gave it away: then nothing is launched.
-        """
-        give_up = time.monotonic() + 2 * self.lease_seconds
-        while self.fence.freezer.frozen() and not slot.stopping and time.monotonic() < give_up:
-            if self.stopped.wait(0.05):
-                break
-        if slot.stopping or self.fence.freezer.frozen():
-            raise RuntimeError(f"run {slot.run_id} generation {slot.generation} was not launched: "
-                               f"{slot.stopping or 'this agent holds no lease'}")
-
-    def _on_start(self, body: ap.StartRun, slot: RunSlot | None = None) -> None:
-        spec = body.spec
-        # Held (and so in every heartbeat's list) from now on, even while the
-        # bundle downloads: the coordinator counts an unlisted run as lost.
-        slot = slot if slot is not None else self._new_slot(spec)
-        try:
-            app = self._app_dir(spec)
-            deps = self._deps_dir(spec)
-            env = open_run_env(self.mgr.keys, spec)  # the project's variables; its secrets opened here
-            slot.container = self.mgr.start(run_id=spec.run.run_id, args=[self.mgr.config.python, *ENTRYPOINT],
-                                            app_dir=app, env=env, limits=self._limits(spec), deps_dir=deps,
-                                            before_launch=self._serve(slot),
-                                            network=spec.settings.network or None,
-                                            log_budget=LogBudget.of(spec, self.config.bounds))
-        except WrongPython as exc:
-            self._refuse(slot, "start", exc)
-            return
-        except BaseException:
-            self._drop(slot)
-            raise
-        if slot.stopping:  # named stale while runc started it: it must not go on
-            self.mgr.runc.kill(slot.container.id, "KILL", every_process=True)
-        slot.report_started(ap.AgentMessage(run_started=ap.RunStarted(run=slot.ref())))
-        self._watch(slot)
-
-    def _on_restore(self, body: ap.RestoreRun, slot: RunSlot | None = None) -> None:
-        spec = body.spec
-        slot = slot if slot is not None else self._new_slot(spec)
-        _faults.hit("agent.before_restore")
-        if body.HasField("wake") and body.wake.wait_id:
-            slot.waits[body.wake.wait_id] = Outcome(result_json=body.wake.result_json, timed_out=body.wake.timed_out)
-        t0 = time.monotonic()
-        # The code and the packages are fetched before the snapshot, outside the block below that blames the
-        # checkpoint: an environment missing or damaged in the store is not the checkpoint's fault, and taking
-        # it for one would release intact checkpoints.
-        try:
-            app = self._app_dir(spec)
-            deps = self._deps_dir(spec)
-        except WrongPython as exc:
-            self._refuse(slot, "restore", exc)
-            return
-        except BaseException:
-            self._drop(slot)
-            raise
-        try:
-            slot.container = self.mgr.restore(body.checkpoint_location, app_dir=app, limits=self._limits(spec),
-                                              deps_dir=deps,
-                                              before_launch=self._serve(slot), network=spec.settings.network or None,
-                                              log_budget=LogBudget.of(spec, self.config.bounds),
-                                              sealed_under=body.checkpoint_key_id or None)
-        except (IntegrityError, NotFoundError, CriuError) as exc:
-            # The checkpoint is at fault, not this host: say which, so the coordinator tries an older one. A
-            # missing snapshot key is the configuration's fault: the checkpoint is kept and tried again later.
-            self._drop(slot)
-            no_key = isinstance(exc, MissingKeyError)
-            log.error("checkpoint %s of run %s cannot be restored: %s", body.checkpoint_id, spec.run.run_id, exc)
-            self.send(ap.AgentMessage(command_failed=ap.CommandFailed(
-                run=slot.ref(), command="restore", error=str(exc)[:4000], snapshot_key_missing=no_key,
-                bad_checkpoint_id="" if no_key else body.checkpoint_id)))
-            return
-        except BaseException:
-            self._drop(slot)
-            raise
-        restore_ms = int((time.monotonic() - t0) * 1000)
-        if slot.stopping:  # named stale while CRIU restored it: it must not go on
-            self.mgr.runc.kill(slot.container.id, "KILL", every_process=True)
-        _faults.hit("agent.before_restored_report")
-        slot.report_started(ap.AgentMessage(run_started=ap.RunStarted(
-            run=slot.ref(), restored=True, checkpoint_id=body.checkpoint_id, restore_ms=restore_ms)))
-        # Always: a task restored from a checkpoint taken while it waited (torpor.checkpoint(), a short
-        # in-place wait, a wait not yet suspended) asks this agent for its outcome, hears the wait is
-        # unknown here and sends it again. A task that was not waiting ignores the signal.
-        slot.wake()
-        self._watch(slot)
-
-    def _refuse(self, slot: RunSlot, command: str, exc: WrongPython) -> None:
-        """A run this agent can never run (its packages are for another Python): the coordinator ends it."""
-        self._drop(slot)
-        log.error("run %s refused: %s", slot.run_id, exc)
-        self.send(ap.AgentMessage(command_failed=ap.CommandFailed(
-            run=slot.ref(), command=command, error=str(exc)[:4000], environment_refused=True)))
 
     def _watch(self, slot: RunSlot) -> None:
         if slot.spec.settings.checkpoint_every > 0:
