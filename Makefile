@@ -2,12 +2,14 @@
 #   make demo     install what is missing (and put `torpor` on PATH), then run the main job
 #   make test     install what is missing, then run the whole suite
 #   make install  link /usr/local/bin/torpor to this checkout's .venv/bin/torpor
+#   make bench    run every benchmark in bench/ and rewrite docs/benchmarks.md's measured block
+#                 (about 40 minutes; BENCH_ARGS=--quick for a check that they run)
 # All are idempotent: a second run installs nothing.
 
 PY := .venv/bin/python
 export TORPOR_TOOLS ?= /opt/torpor
 
-.PHONY: demo test install setup setup-test criu minio proto check-proto clean
+.PHONY: demo test install bench setup setup-test criu minio proto check-proto clean
 
 demo: setup install
 	$(PY) -m torpor.cli doctor
@@ -18,6 +20,9 @@ test: setup-test
 
 install: setup
 	scripts/setup.sh link
+
+bench: setup-test
+	$(PY) scripts/bench.py $(BENCH_ARGS)
 
 setup:
 	scripts/setup.sh base criu venv

@@ -69,7 +69,8 @@ def raw_runc(mb: int, samples: int) -> dict[str, dict[str, float]]:
             dumps.append(time.monotonic() - t)
             mgr._cleanup(c.id, c.bundle, c.socket_dir)
             os.chmod(img, 0o755)
-            spec = mgr._spec(f"raw{i}", f"rr{i}", ["/bin/false"], app, None, Limits())
+            # The agent's default network mode, as the dumped container had (a fresh namespace, given back below).
+            spec = mgr._spec(f"raw{i}", f"rr{i}", ["/bin/false"], app, None, Limits(), None)
             bundle = write_bundle(work / f"b{i}", spec, criu_config=mgr.criu_config)
             t = time.monotonic()
             p = mgr.runc.spawn_restore(f"rr{i}", bundle, image_dir=img, work_dir=work / f"rw{i}",
@@ -79,6 +80,7 @@ def raw_runc(mb: int, samples: int) -> dict[str, dict[str, float]]:
             restores.append(time.monotonic() - t)
             mgr.runc.delete(f"rr{i}")
             p.wait()
+            mgr.nets.release(f"rr{i}")
     finally:
         for st in mgr.runc.list():
             mgr.runc.delete(st.id)
