@@ -142,7 +142,14 @@ def check_ledger(expect: Expect, steps: list[Step], run: common_pb2.Run | None,
             redone = [s for s in old.steps if s.step >= start]
             # A copy on a host that was cut off or hung takes no checkpoint, but runs until its lease is over.
             window = expect.periodic + max(durations, default=0) + SLACK + (lease if expect.host_lost else 0)
-            if not expect.periodic or old.last.t - redone[0].t > window:
+            if not expect.periodic and expect.host_lost:
+                # No periodic checkpoint: a host lost takes with it every step since the image the old copy was
+                # restored from, however long it ran, and the new copy starts from that image again (or a newer
+                # one): never from an older one than the old copy began with.
+                if start < old.first.step:
+                    problems.append(f"{new} began at step {start}, before {old} had begun (step "
+                                    f"{old.first.step}): it came from an older image than the one {old} ran from")
+            elif not expect.periodic or old.last.t - redone[0].t > window:
                 problems.append(f"{new} redid steps {start}..{stop}, made by {old} over "
                                 f"{old.last.t - redone[0].t:.2f}s before it stopped (allowed: "
                                 f"{'none' if not expect.periodic else f'{window:.2f}s'})")

@@ -51,3 +51,21 @@ def test_redoing_more_than_the_last_checkpoint_explains_is_caught() -> None:
     found = _problems(Expect("r", "counter", 3, periodic=1.0), (1, "a1", 1, "A", 0), (2, "a1", 2, "A", 0),
                       (20, "a1", 3, "A", 0), (21, "a2", 2, "B", 0), (22, "a2", 3, "B", 0))
     assert any("redid steps 2..3" in p for p in found), found
+
+
+def test_a_host_lost_after_a_restore_redoes_the_steps_since_that_image_and_no_more() -> None:
+    """Found by bench/chaos.py (seed 1): a run restored from its suspend image on a3, which died 0.1 s later;
+    restored again from the same image on a1, it redid the two steps a3 had made. That is the design (work since
+    the last image is lost with its host); coming back from an image older than a3 began with is not."""
+    wait = Expect("r", "long-wait", 5, host_lost=True)
+    rows = ((1, "a1", 1, "A", 0), (2, "a1", 2, "A", 0), (10, "a3", 3, "B", 0), (10.1, "a3", 4, "B", 0),
+            (14, "a1", 3, "C", 0), (14.1, "a1", 4, "C", 0), (14.2, "a1", 5, "C", 0))
+    assert _problems(wait, *rows) == []
+    # Without a host lost, no step may be made twice.
+    found = _problems(Expect("r", "long-wait", 5), *rows)
+    assert any("redid steps 3..4" in p for p in found), found
+    # Back to before the image B began with (its step 3): from an older image.
+    older = ((1, "a1", 1, "A", 0), (2, "a1", 2, "A", 0), (10, "a3", 3, "B", 0), (10.1, "a3", 4, "B", 0),
+             (14, "a1", 2, "C", 0), (14.1, "a1", 3, "C", 0), (14.2, "a1", 4, "C", 0), (14.3, "a1", 5, "C", 0))
+    found = _problems(wait, *older)
+    assert any("came from an older image" in p for p in found), found
