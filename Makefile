@@ -3,7 +3,7 @@
 #   make test     install what is missing, then run the whole suite
 #   make install  link /usr/local/bin/torpor to this checkout's .venv/bin/torpor
 #   make bench    run every benchmark in bench/ and rewrite docs/benchmarks.md's measured block
-#                 (about 40 minutes; BENCH_ARGS=--quick for a check that they run)
+#                 (about 20 minutes; BENCH_ARGS=--quick for a check that they run)
 # All are idempotent: a second run installs nothing.
 
 PY := .venv/bin/python

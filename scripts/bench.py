@@ -65,16 +65,18 @@ def run(name: str, args: list[str]) -> tuple[bool, str]:
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), *args], capture_output=True, text=True,
                           cwd=ROOT)
     took = f"{time.monotonic() - t:.0f} s"
-    if proc.returncode != 0:
-        return False, f"exit {proc.returncode} after {took}: {(proc.stderr or proc.stdout).strip()[-600:]}"
     try:
         result = parse_output(proc.stdout)
     except ValueError as exc:
-        return False, f"{exc} (after {took})"
+        return False, f"exit {proc.returncode} after {took}, {exc}: {(proc.stderr or proc.stdout).strip()[-600:]}"
+    # A benchmark that measured and then found something wrong (chaos: an invariant broken) still says what it
+    # measured: kept, and marked failed in the doc.
     result["_measured"] = {"at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "args": args,
-                           "took_s": round(time.monotonic() - t, 1)}
+                           "took_s": round(time.monotonic() - t, 1), "exit": proc.returncode}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    if proc.returncode != 0:
+        return False, f"exit {proc.returncode} after {took} (its JSON is kept: bench/results/{name}.json)"
     return True, took
 
 
@@ -122,7 +124,9 @@ def render(results: dict[str, dict[str, Any]], host: str) -> str:
         m = result.get("_measured", {})
         how = " ".join(m.get("args", [])) or "(defaults)"
         lines += [f"### `bench/{name}.py {how}`".replace(" (defaults)`", "`"), "",
-                  f"Measured {m.get('at', '?')} in {m.get('took_s', '?')} s.", "", "| figure | value |", "| --- | --- |"]
+                  f"Measured {m.get('at', '?')} in {m.get('took_s', '?')} s."
+                  + (f" **It exited with status {m['exit']}**: what it found is below." if m.get("exit") else ""),
+                  "", "| figure | value |", "| --- | --- |"]
         lines += [f"| {k} | {v} |" for k, v in flatten(result)]
         lines.append("")
     lines.append(END)
