@@ -47,6 +47,8 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "e2e")]
 from e2e_support import Stack  # noqa: E402
 from fixtures.postgres import private_cluster  # noqa: E402
 from helpers import free_port  # noqa: E402
+from torpor._proto.v1 import common_pb2  # noqa: E402
+from torpor.client._convert import run_dict  # noqa: E402
 
 WORKER = ROOT / "bench" / "dbos_worker.py"
 
@@ -169,16 +171,12 @@ def torpor_side(steps: int, kb: int, sleep: float) -> dict:
         deadline = time.monotonic() + sleep + 600
         while time.monotonic() < deadline:
             run = client.get_run(run_id)
-            from torpor._proto.v1 import common_pb2
-
             status = common_pb2.RunStatus.Name(run.status)
             if status == "SUSPENDED" and held is None:
                 held = {"slots_used": sum(a.slots_used for a in client.list_agents())}
             if status in ("COMPLETED", "FAILED", "CRASHED"):
                 break
             time.sleep(0.2)
-        from torpor.client._convert import run_dict
-
         r = run_dict(client.get_run(run_id))
         if r["status"] != "COMPLETED":
             raise SystemExit(f"torpor run ended {r['status']}: {r.get('error')}")

@@ -68,8 +68,7 @@ class CheckpointCommands:
                 return
             if slot.server is not None:
                 slot.server.start()
-            if late is not None and slot.resolve(late.wait_id, Outcome(result_json=late.result_json,
-                                                                       timed_out=late.timed_out)):
+            if late is not None and slot.resolve(late.wait_id, Outcome.of(late)):
                 # Resolved while the dump ran: the run stays here, so the task is woken here.
                 self.send(ap.AgentMessage(run_resumed=ap.RunResumed(run=slot.ref(), wait_id=late.wait_id)))
             raise

@@ -428,6 +428,6 @@ class Agent(CheckpointCommands, LaunchCommands):
                 slot.resolved_while_dumping = body
                 return
             _faults.hit("agent.before_resolve")
-            resumed = slot.resolve(body.wait_id, Outcome(result_json=body.result_json, timed_out=body.timed_out))
+            resumed = slot.resolve(body.wait_id, Outcome.of(body))
         if resumed:
             self.send(ap.AgentMessage(run_resumed=ap.RunResumed(run=slot.ref(), wait_id=body.wait_id)))

@@ -142,7 +142,7 @@ class LaunchCommands:
         slot = slot if slot is not None else self._new_slot(spec)
         _faults.hit("agent.before_restore")
         if body.HasField("wake") and body.wake.wait_id:
-            slot.waits[body.wake.wait_id] = Outcome(result_json=body.wake.result_json, timed_out=body.wake.timed_out)
+            slot.waits[body.wake.wait_id] = Outcome.of(body.wake)
         t0 = time.monotonic()
         # The code and the packages are fetched before the snapshot, outside the block below that blames the
         # checkpoint: an environment missing or damaged in the store is not the checkpoint's fault, and taking

@@ -40,6 +40,11 @@ class Outcome:
     result_json: str = ""
     timed_out: bool = False
 
+    @classmethod
+    def of(cls, resolved: ap.WaitResolved) -> "Outcome":
+        """The outcome a coordinator's WaitResolved (or a RestoreRun's wake) carries."""
+        return cls(result_json=resolved.result_json, timed_out=resolved.timed_out)
+
 
 @dataclass(eq=False)
 class RunSlot:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import os
 import signal
+from pathlib import Path
 
 from torpor.agent import Limits
 
@@ -42,13 +43,17 @@ print("survived 200 MB", flush=True)
 """
 
 
+def _start_script(agent, state_dir: Path, run_id: str, source: str, limits: Limits):  # type: ignore[no-untyped-def]
+    """Start ``source`` as /app/main.py of a container for ``run_id`` under ``limits``."""
+    app = state_dir / f"{run_id}-app"
+    app.mkdir(mode=0o755)
+    (app / "main.py").write_text(source)
+    return agent.start(run_id=run_id, args=["/usr/bin/python3", "/app/main.py"], app_dir=app, limits=limits)
+
+
 def test_hardening_and_memory_limit(make_agent, file_store, state_dir):
     agent = make_agent(file_store)
-    app = state_dir / "limits-app"
-    app.mkdir(mode=0o755)
-    (app / "probe.py").write_text(PROBE)
-    c = agent.start(run_id="run-limits", args=["/usr/bin/python3", "/app/probe.py"], app_dir=app,
-                    limits=Limits(memory_bytes=64 << 20, pids=64))
+    c = _start_script(agent, state_dir, "run-limits", PROBE, Limits(memory_bytes=64 << 20, pids=64))
     code = c.wait(timeout=60)
     out = agent.mgr.run_log("run-limits", "stdout").read_text()
     report = ast.literal_eval(out.splitlines()[0])  # the probe prints a dict literal
@@ -85,14 +90,8 @@ print(round((time.process_time() - c0) / (time.monotonic() - t0), 3), flush=True
 
 def test_cpus_sets_a_cpu_quota_the_task_cannot_exceed(make_agent, file_store, state_dir):
     """@task(cpus=0.5): the container's CFS quota is half a core, and a busy loop gets no more than that."""
-    from pathlib import Path
-
     agent = make_agent(file_store)
-    app = state_dir / "cpu-app"
-    app.mkdir(mode=0o755)
-    (app / "spin.py").write_text(CPU_PROBE)
-    c = agent.start(run_id="run-cpu", args=["/usr/bin/python3", "/app/spin.py"], app_dir=app,
-                    limits=Limits(cpus=0.5, pids=64))
+    c = _start_script(agent, state_dir, "run-cpu", CPU_PROBE, Limits(cpus=0.5, pids=64))
     root = Path("/sys/fs/cgroup")
     relative = f"{agent.mgr.cgroup_parent}/{c.id}"
     if (root / "cgroup.controllers").exists():  # cgroup v2
